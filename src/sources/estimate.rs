@@ -1,0 +1,254 @@
+//! The estimate: a CPU-utilisation power model for machines with no energy counters
+//! (VMs, most clouds, containers without access). Never a measurement, and labelled as
+//! such everywhere it appears.
+//!
+//! Model (linear in utilisation, as in the Cloud Carbon Footprint methodology):
+//!
+//! ```text
+//! P(t) = P_idle + (P_max - P_idle) * u(t)        u = busy CPU time / (n_cpus * wall time)
+//! E    = P_idle * wall_s + (P_max - P_idle) * busy_cpu_s / n_cpus
+//! ```
+//!
+//! Default coefficients per logical CPU: 0.74 W idle and 3.5 W at full load, the
+//! averages Cloud Carbon Footprint derives from SPECpower results for AWS instances.
+//! `--cpu-watts IDLE,MAX` (or `JOULERUN_CPU_WATTS`) replaces them with whole-machine watts.
+//! The busy CPU time is the whole machine's, from `/proc/stat`.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{
+    Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
+    UnavailableKind, Wrap,
+};
+
+/// Default idle power per logical CPU, watts (Cloud Carbon Footprint, AWS average).
+pub const DEFAULT_IDLE_W_PER_CPU: f64 = 0.74;
+/// Default full-load power per logical CPU, watts (Cloud Carbon Footprint, AWS average).
+pub const DEFAULT_MAX_W_PER_CPU: f64 = 3.5;
+
+/// The estimate's coefficients.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CpuWatts {
+    /// Whole-machine power when idle, W. `None`: the per-CPU default times the CPU count.
+    pub idle_w: Option<f64>,
+    /// Whole-machine power at full load, W.
+    pub max_w: Option<f64>,
+}
+
+impl Default for CpuWatts {
+    fn default() -> Self {
+        CpuWatts {
+            idle_w: None,
+            max_w: None,
+        }
+    }
+}
+
+impl CpuWatts {
+    /// Parse `IDLE,MAX` in watts for the whole machine.
+    pub fn parse(s: &str) -> Result<CpuWatts, String> {
+        let (a, b) = s
+            .split_once(',')
+            .ok_or_else(|| format!("expected IDLE,MAX in watts (e.g. 10,65), got '{s}'"))?;
+        let p = |x: &str| -> Result<f64, String> {
+            let v: f64 = x
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{}' is not a number of watts", x.trim()))?;
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("'{}' must be a finite, non-negative wattage", x.trim()));
+            }
+            Ok(v)
+        };
+        let (idle, max) = (p(a)?, p(b)?);
+        if max < idle {
+            return Err(format!(
+                "the full-load power ({max} W) must not be below the idle power ({idle} W)"
+            ));
+        }
+        Ok(CpuWatts {
+            idle_w: Some(idle),
+            max_w: Some(max),
+        })
+    }
+
+    /// The coefficients for a machine of `n_cpus` logical CPUs.
+    pub fn resolve(&self, n_cpus: usize) -> (f64, f64) {
+        let n = n_cpus.max(1) as f64;
+        (
+            self.idle_w.unwrap_or(DEFAULT_IDLE_W_PER_CPU * n),
+            self.max_w.unwrap_or(DEFAULT_MAX_W_PER_CPU * n),
+        )
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.idle_w.is_none() && self.max_w.is_none()
+    }
+}
+
+/// Busy and CPU count from the text of `/proc/stat`.
+/// Busy = user + nice + system + irq + softirq (guest time is already inside user and
+/// nice; steal is time the hypervisor ran someone else, so it is not ours).
+pub fn parse_proc_stat_busy(text: &str) -> Option<(u64, usize)> {
+    let mut busy = None;
+    let mut n = 0usize;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("cpu ") {
+            let f: Vec<u64> = rest
+                .split_ascii_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            if f.len() < 7 {
+                return None;
+            }
+            busy = Some(f[0] + f[1] + f[2] + f[5] + f[6]);
+        } else if line.starts_with("cpu") {
+            n += 1;
+        } else if busy.is_some() {
+            break;
+        }
+    }
+    busy.map(|b| (b, n.max(1)))
+}
+
+pub struct EstimateSource {
+    domains: Vec<Domain>,
+    stat: File,
+    buf: String,
+    start: Instant,
+    busy0: u64,
+    n_cpus: usize,
+    idle_w: f64,
+    max_w: f64,
+    ticks_per_s: f64,
+}
+
+impl EstimateSource {
+    pub fn open(ctx: &OpenContext) -> Result<EstimateSource, Unavailable> {
+        let unavailable = |why: String| {
+            Unavailable::new(
+                SourceKind::Estimate,
+                UnavailableKind::NotPresent,
+                why,
+                Some("joulerun needs a readable /proc (mount procfs)".to_string()),
+            )
+        };
+        let mut stat =
+            File::open("/proc/stat").map_err(|e| unavailable(format!("open /proc/stat: {e}")))?;
+        let mut buf = String::with_capacity(8192);
+        stat.read_to_string(&mut buf)
+            .map_err(|e| unavailable(format!("read /proc/stat: {e}")))?;
+        let (busy0, n_cpus) = parse_proc_stat_busy(&buf)
+            .ok_or_else(|| unavailable("/proc/stat has no 'cpu' line".to_string()))?;
+        let (idle_w, max_w) = ctx.cpu_watts.resolve(n_cpus);
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Ok(EstimateSource {
+            domains: vec![Domain::new(DomainKind::Estimate, None, SourceKind::Estimate)],
+            stat,
+            buf,
+            start: Instant::now(),
+            busy0,
+            n_cpus,
+            idle_w,
+            max_w,
+            ticks_per_s: if hz > 0 { hz as f64 } else { 100.0 },
+        })
+    }
+
+    /// Whole-machine idle and full-load watts in use.
+    pub fn coefficients(&self) -> (f64, f64) {
+        (self.idle_w, self.max_w)
+    }
+
+    fn read_nj(&mut self) -> Result<u64, ReadError> {
+        self.buf.clear();
+        self.stat
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| self.stat.read_to_string(&mut self.buf))
+            .map_err(|e| ReadError::new(format!("read /proc/stat: {e}")))?;
+        let (busy, _) = parse_proc_stat_busy(&self.buf)
+            .ok_or_else(|| ReadError::new("/proc/stat has no 'cpu' line"))?;
+        let busy_s = busy.saturating_sub(self.busy0) as f64 / self.ticks_per_s;
+        let wall_s = self.start.elapsed().as_secs_f64();
+        // Utilisation can never exceed 100%: clamp the busy part to the wall time.
+        let busy_per_cpu = (busy_s / self.n_cpus as f64).min(wall_s);
+        let joules = self.idle_w * wall_s + (self.max_w - self.idle_w) * busy_per_cpu;
+        Ok((joules * 1e9) as u64)
+    }
+}
+
+impl Source for EstimateSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::Estimate
+    }
+
+    fn domains(&self) -> &[Domain] {
+        &self.domains
+    }
+
+    fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>) {
+        out.clear();
+        out.push(self.read_nj().map(|value| Reading::Counter {
+            value,
+            wrap: Wrap::Full64,
+            joules_per_unit: 1e-9,
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_stat() {
+        let text = "cpu  100 5 50 1000 7 3 2 11 0 0\ncpu0 50 2 25 500 3 1 1 5 0 0\ncpu1 50 3 25 500 4 2 1 6 0 0\nintr 1 2 3\n";
+        assert_eq!(parse_proc_stat_busy(text), Some((100 + 5 + 50 + 3 + 2, 2)));
+        assert_eq!(parse_proc_stat_busy("intr 1\n"), None);
+        assert_eq!(parse_proc_stat_busy("cpu 1 2\n"), None);
+    }
+
+    #[test]
+    fn cpu_watts_parse_and_resolve() {
+        let w = CpuWatts::parse("10, 65").unwrap();
+        assert_eq!(w.resolve(8), (10.0, 65.0));
+        let d = CpuWatts::default();
+        let (i, m) = d.resolve(2);
+        assert!((i - 1.48).abs() < 1e-9 && (m - 7.0).abs() < 1e-9);
+        assert!(CpuWatts::parse("10").is_err());
+        assert!(CpuWatts::parse("a,3").is_err());
+        assert!(CpuWatts::parse("50,10").is_err());
+        assert!(CpuWatts::parse("-1,10").is_err());
+        assert!(CpuWatts::parse("NaN,10").is_err());
+    }
+
+    #[test]
+    fn estimate_advances_at_least_at_idle_power() {
+        let ctx = OpenContext {
+            root: crate::sysroot::SysRoot::default(),
+            topology: crate::topology::Topology::default(),
+            cpu_watts: CpuWatts::parse("10,20").unwrap(),
+        };
+        let mut s = EstimateSource::open(&ctx).unwrap();
+        let mut out = Vec::new();
+        s.read(&mut out);
+        let a = match out[0] {
+            Ok(Reading::Counter { value, .. }) => value,
+            ref r => panic!("{r:?}"),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.read(&mut out);
+        let b = match out[0] {
+            Ok(Reading::Counter { value, .. }) => value,
+            ref r => panic!("{r:?}"),
+        };
+        let j = (b - a) as f64 * 1e-9;
+        // 50 ms at between 10 and 20 W: between 0.5 and 1.0 J (plus scheduling slack).
+        assert!(j >= 0.45 && j <= 1.5, "{j}");
+    }
+}
