@@ -2,10 +2,19 @@
 //!
 //! See `docs/architecture.md` for the layout and the data flow.
 
+pub mod attribution;
+pub mod baseline;
+pub mod calibrate;
+pub mod cli;
+pub mod config;
 pub mod counter;
+pub mod error;
+pub mod list;
+pub mod procs;
+pub mod report;
+pub mod run;
+pub mod sampler;
 pub mod sources;
 pub mod sysroot;
 pub mod topology;
-pub mod attribution;
-pub mod baseline;
-pub mod procs;
+pub mod workload;

@@ -32,8 +32,8 @@ pub enum SourceKind {
 impl SourceKind {
     /// All kinds, in the order `auto` tries them.
     pub const AUTO_ORDER: [SourceKind; 4] = [
-        SourceKind::Powercap,
         SourceKind::Perf,
+        SourceKind::Powercap,
         SourceKind::Msr,
         SourceKind::Estimate,
     ];
@@ -198,6 +198,12 @@ pub trait Source: Send {
     /// Read every domain now. `out` is cleared and then holds exactly one entry per
     /// domain, in `domains()` order. Called on every tick: no allocation on success.
     fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>);
+
+    /// Caveats found when opening, for the report (e.g. a counter whose wrap range is
+    /// hidden, so wraps cannot be corrected).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why an interface cannot be used here.

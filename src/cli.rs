@@ -1,0 +1,157 @@
+//! Command-line definitions only (clap). No behaviour lives here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Measure the energy of a command, like `perf stat` measures its counters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "joulerun",
+    version,
+    about = "Measure the energy a command uses: joules, kWh, average watts and cost.",
+    long_about = "Runs COMMAND, samples every energy counter the machine has while it and \
+its children run, attributes the command's share by CPU time, and prints a report to \
+stderr when it ends. On a machine without counters (most VMs) the report is an estimate \
+from a CPU-utilisation power model, labelled as such.",
+    after_help = "Examples:\n  joulerun -- python train.py\n  joulerun --csv energy.csv --json energy.json -- cargo test\n  joulerun --basepower          calibrate idle power once per machine\n  joulerun list                 show every energy interface and why one does not work",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Sub>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// The command to measure, with its arguments (`--` before it is optional).
+    #[arg(value_name = "COMMAND", trailing_var_arg = true, num_args = 0..)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// List every energy interface, the domains each gives, and why one does not work.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the listing as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options shared by runs and `list`.
+#[derive(Debug, Args, Clone)]
+pub struct CommonArgs {
+    /// Root under which /sys and /dev are read (for fake hardware in tests).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "JOULERUN_SYSFS_ROOT",
+        hide_env_values = true
+    )]
+    pub sysfs_root: Option<PathBuf>,
+
+    /// Estimate model: whole-machine power at idle and at full load, in watts.
+    #[arg(long, value_name = "IDLE,MAX", env = "JOULERUN_CPU_WATTS")]
+    pub cpu_watts: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Where energy comes from: `auto` picks the best interface that works here.
+    #[arg(long, value_enum, default_value_t = SourceArg::Auto, env = "JOULERUN_SOURCE")]
+    pub source: SourceArg,
+
+    /// Only these domain kinds, comma separated: package,core,uncore,dram,psys.
+    #[arg(short = 'e', long, value_name = "LIST", value_delimiter = ',')]
+    pub domains: Vec<String>,
+
+    /// Sampling interval in milliseconds (minimum 1).
+    #[arg(short, long, value_name = "MS", default_value_t = 100)]
+    pub interval: u64,
+
+    /// Write the report to FILE instead of stderr.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Write the summary as JSON to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Stream a per-tick timeline as CSV to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Electricity price per kWh [default: 0.30].
+    #[arg(long, value_name = "PRICE", env = "JOULERUN_PRICE")]
+    pub price: Option<String>,
+
+    /// Currency of the price [default: EUR].
+    #[arg(long, value_name = "CODE", env = "JOULERUN_CURRENCY")]
+    pub currency: Option<String>,
+
+    /// Measure the machine only, without attributing a share to a command (like
+    /// `perf stat -a`). Without a command, runs until Ctrl-C.
+    #[arg(short = 'a', long)]
+    pub all: bool,
+
+    /// Attach to a running process and its descendants until it exits or Ctrl-C.
+    #[arg(short = 'p', long, value_name = "PID", conflicts_with = "all")]
+    pub pid: Option<i32>,
+
+    /// How the command's process tree is followed.
+    #[arg(long, value_enum, default_value_t = TrackArg::Auto)]
+    pub track: TrackArg,
+
+    /// Calibrate this machine's idle (static) power and store it as the baseline.
+    #[arg(long, conflicts_with_all = ["pid", "all"])]
+    pub basepower: bool,
+
+    /// With --basepower: how long to measure, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        requires = "basepower"
+    )]
+    pub duration: f64,
+
+    /// With --basepower: store the baseline even if the machine looks busy.
+    #[arg(long, requires = "basepower")]
+    pub force: bool,
+
+    /// Baseline file to write (--basepower) or use (runs).
+    #[arg(long, value_name = "FILE", env = "JOULERUN_BASELINE")]
+    pub baseline: Option<PathBuf>,
+
+    /// Do not use any baseline for this run.
+    #[arg(long, conflicts_with = "baseline")]
+    pub no_baseline: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceArg {
+    Auto,
+    Powercap,
+    Perf,
+    Msr,
+    Estimate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrackArg {
+    Auto,
+    Cgroup,
+    Proc,
+}

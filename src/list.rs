@@ -1,0 +1,159 @@
+//! `joulerun list`: every energy interface, what each gives here, and why one does not.
+
+use std::io::{self, Write};
+
+use comfy_table::{Table, presets};
+use serde::Serialize;
+
+use crate::cli::{ListArgs, SourceArg};
+use crate::error::{Error, Result};
+use crate::run::{open_context, open_cpu_source};
+use crate::sources::{self, Domain, SourceKind, Unavailable};
+
+pub const LIST_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct Interface {
+    pub source: SourceKind,
+    pub available: bool,
+    pub domains: Vec<Domain>,
+    pub problem: Option<Unavailable>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    pub schema_version: u32,
+    pub interfaces: Vec<Interface>,
+    /// What `joulerun -- CMD` would use now.
+    pub would_use: SourceKind,
+    pub would_use_is_estimate: bool,
+    /// Working interfaces that disagree on which domains exist.
+    pub disagreements: Vec<String>,
+}
+
+pub fn probe(ctx: &sources::OpenContext) -> Listing {
+    let mut interfaces = Vec::new();
+    for kind in SourceKind::AUTO_ORDER {
+        match sources::open(kind, ctx) {
+            Ok(s) => interfaces.push(Interface {
+                source: kind,
+                available: true,
+                domains: s.domains().to_vec(),
+                problem: None,
+            }),
+            Err(u) => interfaces.push(Interface {
+                source: kind,
+                available: false,
+                domains: Vec::new(),
+                problem: Some(u),
+            }),
+        }
+    }
+    let would_use = open_cpu_source(SourceArg::Auto, ctx)
+        .map(|(s, _)| s.kind())
+        .unwrap_or(SourceKind::Estimate);
+    let mut disagreements = Vec::new();
+    let measured: Vec<&Interface> = interfaces
+        .iter()
+        .filter(|i| i.available && i.source != SourceKind::Estimate)
+        .collect();
+    for (a, b) in measured.iter().zip(measured.iter().skip(1)) {
+        let names = |i: &Interface| {
+            let mut v: Vec<String> = i.domains.iter().map(|d| d.name.clone()).collect();
+            v.sort();
+            v
+        };
+        if names(a) != names(b) {
+            disagreements.push(format!(
+                "{} gives [{}] but {} gives [{}]",
+                a.source,
+                names(a).join(", "),
+                b.source,
+                names(b).join(", ")
+            ));
+        }
+    }
+    Listing {
+        schema_version: LIST_SCHEMA_VERSION,
+        interfaces,
+        would_use,
+        would_use_is_estimate: would_use == SourceKind::Estimate,
+        disagreements,
+    }
+}
+
+pub fn render(l: &Listing) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(vec!["interface", "status", "domains / reason"]);
+    for i in &l.interfaces {
+        let (status, detail) = match &i.problem {
+            None => {
+                let names: Vec<&str> = i.domains.iter().map(|d| d.name.as_str()).collect();
+                let status = if i.source == SourceKind::Estimate {
+                    "model"
+                } else {
+                    "ok"
+                };
+                (status.to_string(), names.join(", "))
+            }
+            Some(u) => {
+                let status = match u.kind {
+                    sources::UnavailableKind::NotPresent => "absent",
+                    sources::UnavailableKind::Permission => "no access",
+                    sources::UnavailableKind::ModuleMissing => "no module",
+                    sources::UnavailableKind::Invalid => "invalid",
+                };
+                let mut d = u.reason.clone();
+                if let Some(fix) = &u.fix {
+                    d.push_str("\nfix: ");
+                    d.push_str(fix);
+                }
+                (status.to_string(), d)
+            }
+        };
+        t.add_row(vec![i.source.name().to_string(), status, detail]);
+    }
+    let mut out = String::from("\nEnergy interfaces on this machine:\n\n");
+    for line in t.to_string().lines() {
+        out.push(' ');
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    for d in &l.disagreements {
+        out.push_str(&format!(" note: the interfaces disagree: {d}\n"));
+    }
+    if l.would_use_is_estimate {
+        out.push_str(
+            " No energy counter can be read here (typical of a VM or a container without access).\n `joulerun -- CMD` would use: estimate (a CPU-utilisation model, labelled \"estimated\").\n\n",
+        );
+    } else {
+        out.push_str(&format!(
+            " `joulerun -- CMD` would use: {}\n\n",
+            l.would_use
+        ));
+    }
+    out
+}
+
+pub fn list(args: &ListArgs) -> Result<i32> {
+    let ctx = open_context(
+        args.common.sysfs_root.as_deref(),
+        args.common.cpu_watts.as_deref(),
+    )?;
+    let listing = probe(&ctx);
+    let mut out = io::stdout().lock();
+    let r = if args.json {
+        serde_json::to_writer_pretty(&mut out, &listing)
+            .map_err(io::Error::other)
+            .and_then(|_| out.write_all(b"\n"))
+    } else {
+        out.write_all(render(&listing).as_bytes())
+    };
+    match r {
+        Ok(()) => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),
+        Err(e) => Err(Error::failure(format!("cannot write the listing: {e}"))),
+    }
+}

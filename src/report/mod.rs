@@ -1,0 +1,191 @@
+//! Reports: the `Summary` every exporter reads, and one module per output format.
+//! The measuring core knows nothing of formats; exporters know nothing of measuring.
+
+pub mod csv;
+pub mod json;
+pub mod table;
+
+use serde::Serialize;
+
+use crate::sources::{DomainKind, SourceKind};
+
+/// Version of the JSON summary schema (docs/output-formats.md). Bump on any change
+/// that is not a pure addition.
+pub const SUMMARY_SCHEMA_VERSION: u32 = 1;
+
+/// Joules in one kWh.
+pub const J_PER_KWH: f64 = 3.6e6;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// `joulerun -- CMD`
+    Command,
+    /// `joulerun -p PID`
+    Pid,
+    /// `joulerun -a [-- CMD]`: the machine only
+    All,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExitInfo {
+    /// The status joulerun exits with: the code, or 128+N for signal N.
+    pub status: i32,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DomainSummary {
+    pub name: String,
+    pub kind: DomainKind,
+    pub socket: Option<u32>,
+    pub source: SourceKind,
+    pub estimated: bool,
+    /// Whether this domain is added into `total` (core/uncore are inside the package,
+    /// psys overlaps everything).
+    pub in_total: bool,
+    pub energy_j: f64,
+    pub avg_power_w: f64,
+    /// Counter wraps corrected during the run.
+    pub wraps: u64,
+    /// Ticks on which the domain could not be read (their energy is missing).
+    pub failed_reads: u64,
+    pub first_error: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Total {
+    pub energy_j: f64,
+    pub kwh: f64,
+    pub avg_power_w: f64,
+    pub estimated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cost {
+    pub price_per_kwh: f64,
+    pub currency: String,
+    pub amount: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Overhead {
+    /// CPU time joulerun itself used (all threads), seconds.
+    pub cpu_s: f64,
+    /// That CPU time as a percentage of one core over the run.
+    pub percent_of_one_core: f64,
+}
+
+/// Everything a report prints. Serialisable; no formatting in it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub joulerun_version: String,
+    pub mode: Mode,
+    pub command: Vec<String>,
+    pub pid: Option<i32>,
+    /// Wall-clock start, RFC 3339 UTC.
+    pub started_at: String,
+    pub elapsed_s: f64,
+    pub interval_ms: u64,
+    pub ticks: u64,
+    pub exit: Option<ExitInfo>,
+    pub sources: Vec<SourceKind>,
+    /// True when any number in `total` comes from the estimate model.
+    pub estimated: bool,
+    pub domains: Vec<DomainSummary>,
+    pub total: Total,
+    pub cost: Cost,
+    pub attribution: Option<serde_json::Value>,
+    pub overhead: Overhead,
+    pub warnings: Vec<String>,
+}
+
+impl Summary {
+    /// The command as one shell-like string, for titles.
+    pub fn command_line(&self) -> String {
+        self.command
+            .iter()
+            .map(|a| {
+                if a.is_empty()
+                    || a.chars()
+                        .any(|c| c.is_whitespace() || "'\"$`\\".contains(c))
+                {
+                    format!("'{}'", a.replace('\'', "'\\''"))
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// `x` with `digits` significant digits, without exponent, trailing zeros kept to two
+/// decimals at least: 0.0000011, 12.35, 1234.6.
+pub fn sig(x: f64, digits: usize) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{:.2}", if x.is_finite() { x } else { 0.0 });
+    }
+    let mag = x.abs().log10().floor() as i32;
+    let decimals = (digits as i32 - 1 - mag).max(2) as usize;
+    format!("{x:.decimals$}")
+}
+
+/// An energy in joules with its unit, scaled for reading: 812.3 J, 12.35 kJ, 3.40 MJ.
+pub fn fmt_joules(j: f64) -> String {
+    let a = j.abs();
+    if a >= 1e6 {
+        format!("{:.2} MJ", j / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.2} kJ", j / 1e3)
+    } else {
+        format!("{} J", sig(j, 4))
+    }
+}
+
+/// An energy as kWh, or Wh / mWh when small, with the unit shown.
+pub fn fmt_kwh(j: f64) -> String {
+    let kwh = j / J_PER_KWH;
+    let wh = kwh * 1e3;
+    if kwh.abs() >= 0.1 {
+        format!("{kwh:.3} kWh")
+    } else if wh.abs() >= 0.1 {
+        format!("{wh:.3} Wh")
+    } else {
+        format!("{} mWh", sig(wh * 1e3, 3))
+    }
+}
+
+pub fn fmt_watts(w: f64) -> String {
+    format!("{} W", sig(w, 4))
+}
+
+pub fn fmt_money(amount: f64, currency: &str) -> String {
+    if amount.abs() >= 0.01 || amount == 0.0 {
+        format!("{amount:.4} {currency}")
+    } else {
+        format!("{} {currency}", sig(amount, 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(sig(0.0000011234, 2), "0.0000011");
+        assert_eq!(sig(12.3456, 4), "12.35");
+        assert_eq!(sig(1234.56, 4), "1234.56");
+        assert_eq!(fmt_joules(812.34), "812.3 J");
+        assert_eq!(fmt_joules(12_345.0), "12.35 kJ");
+        assert_eq!(fmt_joules(3_400_000.0), "3.40 MJ");
+        assert_eq!(fmt_kwh(3.6e6), "1.000 kWh");
+        assert_eq!(fmt_kwh(3600.0), "1.000 Wh");
+        assert_eq!(fmt_kwh(36.0), "10.0 mWh");
+        assert_eq!(fmt_money(0.3, "EUR"), "0.3000 EUR");
+        assert_eq!(fmt_money(0.0000031, "EUR"), "0.0000031 EUR");
+    }
+}
