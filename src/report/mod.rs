@@ -179,7 +179,7 @@ mod tests {
         assert_eq!(sig(0.0000011234, 2), "0.0000011");
         assert_eq!(sig(12.3456, 4), "12.35");
         assert_eq!(sig(1234.56, 4), "1234.56");
-        assert_eq!(fmt_joules(812.34), "812.3 J");
+        assert_eq!(fmt_joules(812.34), "812.34 J");
         assert_eq!(fmt_joules(12_345.0), "12.35 kJ");
         assert_eq!(fmt_joules(3_400_000.0), "3.40 MJ");
         assert_eq!(fmt_kwh(3.6e6), "1.000 kWh");
