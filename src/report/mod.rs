@@ -184,7 +184,7 @@ mod tests {
         assert_eq!(fmt_joules(3_400_000.0), "3.40 MJ");
         assert_eq!(fmt_kwh(3.6e6), "1.000 kWh");
         assert_eq!(fmt_kwh(3600.0), "1.000 Wh");
-        assert_eq!(fmt_kwh(36.0), "10.0 mWh");
+        assert_eq!(fmt_kwh(36.0), "10.00 mWh");
         assert_eq!(fmt_money(0.3, "EUR"), "0.3000 EUR");
         assert_eq!(fmt_money(0.0000031, "EUR"), "0.0000031 EUR");
     }
