@@ -138,7 +138,7 @@ pub fn become_subreaper() -> io::Result<()> {
 }
 
 /// Start the command. `hook` runs in the child between fork and exec.
-pub fn spawn<F>(argv: &[OsString], hook: F) -> Result<Pid, Error>
+pub fn spawn<F>(argv: &[OsString], mut hook: F) -> Result<Pid, Error>
 where
     F: FnMut() -> io::Result<()> + Send + Sync + 'static,
 {
@@ -147,9 +147,21 @@ where
     };
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    // SAFETY: the hook is documented to be async-signal-safe (no allocation, raw syscalls).
+    // SAFETY: between fork and exec only async-signal-safe calls are made: sigemptyset
+    // and pthread_sigmask on a stack value, then the hook, documented to be
+    // async-signal-safe (no allocation, raw syscalls).
     unsafe {
-        cmd.pre_exec(hook);
+        cmd.pre_exec(move || {
+            // joulerun blocks the signals it reads from its signalfd; the command must
+            // start with an empty mask (the standard library does not reset it here).
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            let r = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+            if r != 0 {
+                return Err(io::Error::from_raw_os_error(r));
+            }
+            hook()
+        });
     }
     match cmd.spawn() {
         // The std Child is dropped without waiting: joulerun reaps with waitpid(-1).
