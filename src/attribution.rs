@@ -1,56 +1,889 @@
 //! Attribution: static/dynamic split against a baseline and the command's share, per
 //! socket, by CPU time. Pure functions and an accumulator; no I/O.
 //!
-//! PLACEHOLDER SIGNATURES: the implementation fills these in.
+//! # Rules (applied per tick, per domain)
+//!
+//! With `E` the energy the domain measured this tick, `B` its calibrated idle power
+//! (the baseline), `dt` the tick length:
+//!
+//! ```text
+//! static   = min(B·dt, E)                 (no baseline: static = 0)
+//! dynamic  = E − static = max(E − B·dt, 0) (no baseline: dynamic = E)
+//! ```
+//!
+//! `static + dynamic = E` holds on every tick. A tick with `E < B·dt` is *below
+//! baseline*: its `dt` is added to `below_baseline_s` and `B·dt − E` to
+//! `below_baseline_deficit_j`; it has no dynamic energy.
+//!
+//! The domain's package (socket) decides whose CPU time counts: a domain with
+//! `socket: Some(s)` uses the CPU times of package `s`; a machine-wide domain (`psys`,
+//! the estimate, or any domain whose socket is `None` or unknown to the topology) uses the
+//! sums over all packages.
+//!
+//! ```text
+//! share            = clamp(tree_cpu / busy_cpu, 0, 1)      (busy_cpu = 0: share = 0)
+//! command_dynamic  = dynamic × share
+//! occupancy        = clamp(tree_cpu / (cpus × dt), 0, 1)   (cpus = 0: occupancy = 0)
+//! command_static   = static × occupancy
+//! command_total    = command_dynamic + command_static
+//! overhead         = dynamic × min(clamp(self_cpu / busy_machine, 0, 1), 1 − share)
+//! unattributed     = dynamic of ticks with busy_cpu = 0
+//! others_dynamic   = dynamic − command_dynamic − overhead − unattributed
+//! ```
+//!
+//! * The dynamic share divides by *busy* CPU time (idle excluded), like PowerJoular and
+//!   EnergAt; the idle part of the power is the static energy, removed beforehand.
+//! * The static share is the fraction of the socket's capacity the command occupied
+//!   (time-share × resource-share, as in the Green Software Foundation's SCI): a command
+//!   keeping 2 of 8 CPUs busy for the whole tick is charged 25 % of the idle power.
+//! * joulerun's own CPU time is never in the tree, but it is in `busy`, so it takes its
+//!   part of the dynamic energy away from the command; that part is reported as
+//!   `overhead`. Its CPU time is only known machine-wide, so the fraction
+//!   `self_cpu / busy` of the whole machine is applied to every domain (and capped so that
+//!   command + overhead never exceed the dynamic energy).
+//! * Clamping: `/proc/stat` counts busy time in 10 ms clock ticks per CPU, while the tree's
+//!   CPU time may come from cgroup `cpu.stat` in µs, so a tick can see `tree > busy`. The
+//!   share is then clamped to 1, and the excess CPU time is not carried into later ticks; it
+//!   is reported per socket as `clamped_cpu_s` so a report can say how much was cut.
+//!   Because both counters are cumulative, their quantisation errors do not grow with run
+//!   length: the loss is at most one clock tick per busy CPU per clamped tick.
+//! * A tick with `busy = 0` (nothing ran, at the resolution of `/proc/stat`) gives share 0;
+//!   its dynamic energy is counted as `unattributed`.
 
 use serde::Serialize;
 
-use crate::sources::Domain;
+use crate::sources::{Domain, DomainKind};
 
-/// Everything one tick contributes, for every domain of the run.
+/// Everything one tick contributes, for every domain of the run. All values are deltas
+/// over this tick, not cumulative values.
+#[derive(Clone, Copy, Debug)]
 pub struct TickInput<'a> {
+    /// Length of the tick, s. A tick with `dt_s <= 0` or a non-finite `dt_s` is ignored.
     pub dt_s: f64,
-    /// Energy of each domain this tick, J (same order as the domains given to `new`).
-    pub energy_j: &'a [f64],
-    /// CPU seconds of the command's tree this tick, per package index.
+    /// Energy of each domain this tick, J, in the order of the domains given to
+    /// [`Attributor::new`]. `None` when the domain's energy for this tick is unknown (a
+    /// failed read, or the first reading after a gap): the domain skips this tick. A
+    /// non-finite value is treated as `None`, a negative one as 0.
+    pub energy_j: &'a [Option<f64>],
+    /// CPU seconds of the command's tree this tick, per package index (position in the
+    /// package list given to [`Attributor::new`]). Missing entries count as 0.
     pub tree_cpu_s: &'a [f64],
-    /// Busy CPU seconds of the whole machine this tick, per package index.
+    /// Busy CPU seconds of the whole machine (every process, joulerun included) this tick,
+    /// per package index. Missing entries count as 0.
     pub busy_cpu_s: &'a [f64],
-    /// joulerun's own CPU seconds this tick, charged to package index 0's share pool
-    /// for overhead reporting.
+    /// joulerun's own CPU seconds this tick (all threads), machine-wide.
     pub self_cpu_s: f64,
 }
 
-/// Per-domain result.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct DomainAttribution {
-    pub energy_j: f64,
+/// The result of splitting one tick's energy against a baseline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Split {
     pub static_j: f64,
     pub dynamic_j: f64,
-    pub command_dynamic_j: f64,
-    pub command_static_j: f64,
-    pub below_baseline_s: f64,
+    /// The tick measured less than the baseline (`energy < baseline·dt`).
+    pub below_baseline: bool,
+    /// `baseline·dt − energy` when below baseline, else 0.
+    pub deficit_j: f64,
 }
 
-pub struct Attributor {
+/// Split one tick's energy into static and dynamic parts.
+///
+/// `static = min(baseline_w·dt, energy)`, `dynamic = energy − static`; without a baseline
+/// everything is dynamic. Negative or non-finite inputs are taken as 0 (no panics, no NaN).
+pub fn split_energy(energy_j: f64, baseline_w: Option<f64>, dt_s: f64) -> Split {
+    let e = finite_nonneg(energy_j);
+    let dt = finite_nonneg(dt_s);
+    match baseline_w {
+        Some(b) if b.is_finite() => {
+            let idle = b.max(0.0) * dt;
+            if e < idle {
+                Split {
+                    static_j: e,
+                    dynamic_j: 0.0,
+                    below_baseline: true,
+                    deficit_j: idle - e,
+                }
+            } else {
+                Split {
+                    static_j: idle,
+                    dynamic_j: e - idle,
+                    below_baseline: false,
+                    deficit_j: 0.0,
+                }
+            }
+        }
+        _ => Split {
+            static_j: 0.0,
+            dynamic_j: e,
+            below_baseline: false,
+            deficit_j: 0.0,
+        },
+    }
+}
+
+/// The command's share of a socket's dynamic energy: `clamp(tree / busy, 0, 1)`, and 0 when
+/// `busy` is 0 (or not a positive finite number).
+pub fn dynamic_share(tree_cpu_s: f64, busy_cpu_s: f64) -> f64 {
+    ratio(tree_cpu_s, busy_cpu_s)
+}
+
+/// The command's share of a socket's static (idle) energy: the fraction of the socket's
+/// capacity it occupied, `clamp(tree / (cpus × dt), 0, 1)`; 0 when `cpus` or `dt` is 0.
+pub fn static_share(tree_cpu_s: f64, cpus: usize, dt_s: f64) -> f64 {
+    ratio(tree_cpu_s, cpus as f64 * finite_nonneg(dt_s))
+}
+
+fn finite_nonneg(x: f64) -> f64 {
+    if x.is_finite() && x > 0.0 { x } else { 0.0 }
+}
+
+/// `clamp(num / den, 0, 1)`, 0 when `den` is not a positive finite number.
+fn ratio(num: f64, den: f64) -> f64 {
+    let num = finite_nonneg(num);
+    if den.is_finite() && den > 0.0 {
+        (num / den).clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+/// Energy figures, for one domain, one socket or the run's total.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EnergySplit {
+    /// Energy measured, J.
+    pub energy_j: f64,
+    /// Idle part, J (0 without a baseline).
+    pub static_j: f64,
+    /// Part above idle, J.
+    pub dynamic_j: f64,
+    /// The command's part of the dynamic energy, J.
+    pub command_dynamic_j: f64,
+    /// The command's part of the static energy (capacity rule), J.
+    pub command_static_j: f64,
+    /// `command_dynamic_j + command_static_j`.
+    pub command_total_j: f64,
+    /// `command_dynamic_j / dynamic_j` (0 when there is no dynamic energy).
+    pub share: f64,
+    /// The dynamic energy joulerun's own CPU time caused, J.
+    pub overhead_j: f64,
+    /// Dynamic energy of ticks with no busy CPU time at all, J.
+    pub unattributed_j: f64,
+    /// Dynamic energy left to the other processes of the machine, J.
+    pub others_dynamic_j: f64,
+    /// Time during which the measured energy was below the baseline, s. For a socket or
+    /// the total: time during which at least one of its domains was.
+    pub below_baseline_s: f64,
+    /// How much energy was missing to reach the baseline on those ticks, J.
+    pub below_baseline_deficit_j: f64,
+    /// Time covered by this figure's ticks, s.
+    pub measured_s: f64,
+}
+
+impl EnergySplit {
+    fn add_tick(&mut self, t: &DomainTick) {
+        self.energy_j += t.split.static_j + t.split.dynamic_j;
+        self.static_j += t.split.static_j;
+        self.dynamic_j += t.split.dynamic_j;
+        self.command_dynamic_j += t.command_dynamic_j;
+        self.command_static_j += t.command_static_j;
+        self.overhead_j += t.overhead_j;
+        self.unattributed_j += t.unattributed_j;
+        self.below_baseline_deficit_j += t.split.deficit_j;
+    }
+
+    fn finish(&mut self) {
+        self.command_total_j = self.command_dynamic_j + self.command_static_j;
+        self.share = if self.dynamic_j > 0.0 {
+            (self.command_dynamic_j / self.dynamic_j).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        self.others_dynamic_j =
+            (self.dynamic_j - self.command_dynamic_j - self.overhead_j - self.unattributed_j)
+                .max(0.0);
+    }
+}
+
+/// One tick of one domain, before accumulation.
+struct DomainTick {
+    split: Split,
+    command_dynamic_j: f64,
+    command_static_j: f64,
+    overhead_j: f64,
+    unattributed_j: f64,
+}
+
+/// Per-domain result.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DomainAttribution {
+    pub name: String,
+    pub kind: DomainKind,
+    /// The domain's socket, `None` for machine-wide domains.
+    pub socket: Option<u32>,
+    /// Whether this domain is added into the run's total.
+    pub in_total: bool,
+    /// True when the domain's CPU times were the whole machine's (no socket, or a socket
+    /// the topology does not know).
+    pub machine_wide: bool,
+    /// The idle power subtracted, W; `None` when no baseline was used for this domain.
+    pub baseline_w: Option<f64>,
+    #[serde(flatten)]
+    pub energy: EnergySplit,
+}
+
+/// CPU time and energy of one package.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SocketAttribution {
+    pub socket: u32,
+    pub cpus: usize,
+    /// The command's CPU time on this socket, s.
+    pub tree_cpu_s: f64,
+    /// All busy CPU time on this socket, s.
+    pub busy_cpu_s: f64,
+    /// Tree CPU time beyond busy CPU time on clamped ticks (not used in shares), s.
+    pub clamped_cpu_s: f64,
+    /// Ticks on which the tree's CPU time exceeded the busy CPU time.
+    pub clamped_ticks: u64,
+    /// Ticks with no busy CPU time on this socket.
+    pub zero_busy_ticks: u64,
+    /// Sums over this socket's domains that are in the total (package, dram).
+    #[serde(flatten)]
+    pub energy: EnergySplit,
+}
+
+/// How much of the run had a baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineCoverage {
+    /// No domain had a baseline: static = 0 everywhere, dynamic = measured energy.
+    None,
+    /// Some domains had one, others not.
+    Partial,
+    /// Every domain had one.
+    Full,
+}
+
+/// The run's attribution, serialisable for `--json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttributionSummary {
+    /// At least one domain had a baseline subtracted.
+    pub baseline_used: bool,
+    pub baseline_coverage: BaselineCoverage,
+    /// Sums over the domains that are in the total (package, dram, estimate).
+    pub total: EnergySplit,
+    pub per_socket: Vec<SocketAttribution>,
     pub per_domain: Vec<DomainAttribution>,
+    /// `total.command_dynamic_j / total.dynamic_j`.
+    pub share: f64,
+    /// `total.command_total_j`: the command's dynamic energy plus its static share.
+    pub command_total_j: f64,
+    /// `total.overhead_j`.
+    pub overhead_j: f64,
+    /// joulerun's own CPU time, s.
+    pub overhead_cpu_s: f64,
+    /// Time during which at least one domain in the total was below its baseline, s.
+    pub below_baseline_s: f64,
+    /// The command's CPU time, all sockets, s.
+    pub tree_cpu_s: f64,
+    /// All busy CPU time, all sockets, s.
+    pub busy_cpu_s: f64,
+    /// Time covered by the ticks, s.
+    pub duration_s: f64,
+    pub ticks: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct SocketState {
+    tree_cpu_s: f64,
+    busy_cpu_s: f64,
+    clamped_cpu_s: f64,
+    clamped_ticks: u64,
+    zero_busy_ticks: u64,
+    energy: EnergySplit,
+}
+
+/// Accumulates the attribution of a run, tick by tick.
+#[derive(Clone, Debug)]
+pub struct Attributor {
+    domains: Vec<DomainAttribution>,
+    /// Package index of each domain, `None`: machine-wide.
+    package_index: Vec<Option<usize>>,
+    packages: Vec<u32>,
+    cpus_per_socket: Vec<usize>,
+    sockets: Vec<SocketState>,
+    total: EnergySplit,
+    below_baseline_s: f64,
+    overhead_cpu_s: f64,
+    duration_s: f64,
+    ticks: u64,
+    /// Scratch, reused every tick (no allocation per tick).
+    socket_below: Vec<bool>,
 }
 
 impl Attributor {
-    /// `baseline_w[i]`: the calibrated idle power of domain i, if any.
-    /// `package_index[i]`: the package index of domain i (None: machine-wide).
+    /// * `domains`: the run's domains, in the order of [`TickInput::energy_j`].
+    /// * `packages`: the distinct packages, ascending (`Topology::packages()`); a
+    ///   domain's package index is the position of its socket in this list.
+    /// * `cpus_per_socket[i]`: the number of CPUs of package index `i`.
+    /// * `baseline_w[i]`: the calibrated idle power of domain `i`, if any (what
+    ///   `Baseline::check` returns); missing entries mean no baseline.
     pub fn new(
         domains: &[Domain],
-        baseline_w: Vec<Option<f64>>,
-        cpus_per_socket: Vec<usize>,
+        packages: &[u32],
+        cpus_per_socket: &[usize],
+        baseline_w: &[Option<f64>],
     ) -> Attributor {
-        let _ = (baseline_w, cpus_per_socket);
+        let mut package_index = Vec::with_capacity(domains.len());
+        let per_domain = domains
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let idx = d.socket.and_then(|s| packages.iter().position(|p| *p == s));
+                package_index.push(idx);
+                DomainAttribution {
+                    name: d.name.clone(),
+                    kind: d.kind,
+                    socket: d.socket,
+                    in_total: d.in_total(),
+                    machine_wide: idx.is_none(),
+                    baseline_w: baseline_w
+                        .get(i)
+                        .copied()
+                        .flatten()
+                        .filter(|w| w.is_finite() && *w >= 0.0),
+                    energy: EnergySplit::default(),
+                }
+            })
+            .collect();
+        let cpus: Vec<usize> = (0..packages.len())
+            .map(|i| cpus_per_socket.get(i).copied().unwrap_or(0))
+            .collect();
         Attributor {
-            per_domain: vec![DomainAttribution::default(); domains.len()],
+            domains: per_domain,
+            package_index,
+            packages: packages.to_vec(),
+            cpus_per_socket: cpus,
+            sockets: vec![SocketState::default(); packages.len()],
+            total: EnergySplit::default(),
+            below_baseline_s: 0.0,
+            overhead_cpu_s: 0.0,
+            duration_s: 0.0,
+            ticks: 0,
+            socket_below: vec![false; packages.len()],
         }
     }
 
+    /// Add one tick.
     pub fn tick(&mut self, t: &TickInput<'_>) {
-        let _ = t;
+        if !(t.dt_s.is_finite() && t.dt_s > 0.0) {
+            return;
+        }
+        let dt = t.dt_s;
+        let n = self.packages.len();
+        let at = |v: &[f64], i: usize| finite_nonneg(v.get(i).copied().unwrap_or(0.0));
+        let tree_all: f64 = (0..n).map(|i| at(t.tree_cpu_s, i)).sum();
+        let busy_all: f64 = (0..n).map(|i| at(t.busy_cpu_s, i)).sum();
+        let cpus_all: usize = self.cpus_per_socket.iter().sum();
+        let self_cpu = finite_nonneg(t.self_cpu_s);
+        let self_frac = ratio(self_cpu, busy_all);
+
+        self.ticks += 1;
+        self.duration_s += dt;
+        self.overhead_cpu_s += self_cpu;
+        for (i, s) in self.sockets.iter_mut().enumerate() {
+            let tree = at(t.tree_cpu_s, i);
+            let busy = at(t.busy_cpu_s, i);
+            s.tree_cpu_s += tree;
+            s.busy_cpu_s += busy;
+            if busy <= 0.0 {
+                s.zero_busy_ticks += 1;
+            } else if tree > busy {
+                s.clamped_ticks += 1;
+                s.clamped_cpu_s += tree - busy;
+            }
+            s.energy.measured_s += dt;
+        }
+        self.socket_below.iter_mut().for_each(|b| *b = false);
+        let mut total_below = false;
+        let mut total_measured = false;
+
+        for (d, dom) in self.domains.iter_mut().enumerate() {
+            let Some(e) = t.energy_j.get(d).copied().flatten() else {
+                continue;
+            };
+            if !e.is_finite() {
+                continue;
+            }
+            let idx = self.package_index[d];
+            let (tree, busy, cpus) = match idx {
+                Some(i) => (
+                    at(t.tree_cpu_s, i),
+                    at(t.busy_cpu_s, i),
+                    self.cpus_per_socket[i],
+                ),
+                None => (tree_all, busy_all, cpus_all),
+            };
+            let split = split_energy(e, dom.baseline_w, dt);
+            let share = dynamic_share(tree, busy);
+            let overhead_frac = self_frac.min(1.0 - share).max(0.0);
+            let tick = DomainTick {
+                split,
+                command_dynamic_j: split.dynamic_j * share,
+                command_static_j: split.static_j * static_share(tree, cpus, dt),
+                overhead_j: split.dynamic_j * overhead_frac,
+                unattributed_j: if busy > 0.0 { 0.0 } else { split.dynamic_j },
+            };
+            dom.energy.add_tick(&tick);
+            dom.energy.measured_s += dt;
+            if split.below_baseline {
+                dom.energy.below_baseline_s += dt;
+            }
+            if dom.in_total {
+                self.total.add_tick(&tick);
+                total_measured = true;
+                total_below |= split.below_baseline;
+                if let Some(i) = idx {
+                    self.sockets[i].energy.add_tick(&tick);
+                    self.socket_below[i] |= split.below_baseline;
+                }
+            }
+        }
+        for (s, below) in self.sockets.iter_mut().zip(&self.socket_below) {
+            if *below {
+                s.energy.below_baseline_s += dt;
+            }
+        }
+        if total_measured {
+            self.total.measured_s += dt;
+        }
+        if total_below {
+            self.total.below_baseline_s += dt;
+            self.below_baseline_s += dt;
+        }
+    }
+
+    /// The attribution so far.
+    pub fn summary(&self) -> AttributionSummary {
+        let per_domain: Vec<DomainAttribution> = self
+            .domains
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d.energy.finish();
+                d
+            })
+            .collect();
+        let per_socket = self
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut energy = s.energy.clone();
+                energy.finish();
+                SocketAttribution {
+                    socket: self.packages[i],
+                    cpus: self.cpus_per_socket[i],
+                    tree_cpu_s: s.tree_cpu_s,
+                    busy_cpu_s: s.busy_cpu_s,
+                    clamped_cpu_s: s.clamped_cpu_s,
+                    clamped_ticks: s.clamped_ticks,
+                    zero_busy_ticks: s.zero_busy_ticks,
+                    energy,
+                }
+            })
+            .collect();
+        let mut total = self.total.clone();
+        total.finish();
+        let with_baseline = self
+            .domains
+            .iter()
+            .filter(|d| d.baseline_w.is_some())
+            .count();
+        let baseline_coverage = if with_baseline == 0 {
+            BaselineCoverage::None
+        } else if with_baseline == self.domains.len() {
+            BaselineCoverage::Full
+        } else {
+            BaselineCoverage::Partial
+        };
+        AttributionSummary {
+            baseline_used: with_baseline > 0,
+            baseline_coverage,
+            share: total.share,
+            command_total_j: total.command_total_j,
+            overhead_j: total.overhead_j,
+            overhead_cpu_s: self.overhead_cpu_s,
+            below_baseline_s: self.below_baseline_s,
+            tree_cpu_s: self.sockets.iter().map(|s| s.tree_cpu_s).sum(),
+            busy_cpu_s: self.sockets.iter().map(|s| s.busy_cpu_s).sum(),
+            duration_s: self.duration_s,
+            ticks: self.ticks,
+            total,
+            per_socket,
+            per_domain,
+        }
+    }
+}
+
+/// The line a report prints when no baseline was used.
+pub const NO_BASELINE_NOTE: &str = "no baseline was calibrated: all energy is counted as dynamic \
+     and the command's share includes idle power; run `joulerun --basepower` on an idle machine \
+     to calibrate one";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::SourceKind;
+
+    const EPS: f64 = 1e-9;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= EPS * (1.0 + a.abs().max(b.abs()))
+    }
+
+    macro_rules! assert_close {
+        ($a:expr, $b:expr) => {{
+            let (a, b) = ($a, $b);
+            assert!(close(a, b), "{} = {a}, expected {b}", stringify!($a));
+        }};
+    }
+
+    fn dom(kind: DomainKind, socket: Option<u32>) -> Domain {
+        Domain::new(kind, socket, SourceKind::Powercap)
+    }
+
+    fn tick<'a>(
+        dt: f64,
+        energy: &'a [Option<f64>],
+        tree: &'a [f64],
+        busy: &'a [f64],
+        self_cpu: f64,
+    ) -> TickInput<'a> {
+        TickInput {
+            dt_s: dt,
+            energy_j: energy,
+            tree_cpu_s: tree,
+            busy_cpu_s: busy,
+            self_cpu_s: self_cpu,
+        }
+    }
+
+    #[test]
+    fn split_static_dynamic() {
+        // 10 W baseline, 0.5 s tick: 5 J idle; 12 J measured.
+        let s = split_energy(12.0, Some(10.0), 0.5);
+        assert_close!(s.static_j, 5.0);
+        assert_close!(s.dynamic_j, 7.0);
+        assert!(!s.below_baseline);
+        assert_eq!(s.deficit_j, 0.0);
+        // Exactly at the baseline: not below.
+        let s = split_energy(5.0, Some(10.0), 0.5);
+        assert_eq!(
+            (s.static_j, s.dynamic_j, s.below_baseline),
+            (5.0, 0.0, false)
+        );
+        // Below: static = measured, dynamic 0, deficit counted.
+        let s = split_energy(3.0, Some(10.0), 0.5);
+        assert_eq!(
+            (s.static_j, s.dynamic_j, s.below_baseline),
+            (3.0, 0.0, true)
+        );
+        assert_close!(s.deficit_j, 2.0);
+        // No baseline: all dynamic.
+        let s = split_energy(3.0, None, 0.5);
+        assert_eq!(
+            (s.static_j, s.dynamic_j, s.below_baseline),
+            (0.0, 3.0, false)
+        );
+        // Garbage in: zeros out, never NaN.
+        let s = split_energy(f64::NAN, Some(f64::INFINITY), -1.0);
+        assert_eq!((s.static_j, s.dynamic_j), (0.0, 0.0));
+        let s = split_energy(-4.0, Some(-2.0), 1.0);
+        assert_eq!(
+            (s.static_j, s.dynamic_j, s.below_baseline),
+            (0.0, 0.0, false)
+        );
+    }
+
+    #[test]
+    fn shares_and_clamps() {
+        assert_close!(dynamic_share(0.25, 1.0), 0.25);
+        assert_eq!(dynamic_share(2.0, 1.0), 1.0); // tree > busy: clamped
+        assert_eq!(dynamic_share(0.5, 0.0), 0.0); // zero-CPU tick
+        assert_eq!(dynamic_share(f64::NAN, 1.0), 0.0);
+        // 2 of 8 CPUs for a whole 0.5 s tick: 1 CPU-s of 4 → 25 %.
+        assert_close!(static_share(1.0, 8, 0.5), 0.25);
+        assert_eq!(static_share(9.0, 8, 1.0), 1.0);
+        assert_eq!(static_share(1.0, 0, 1.0), 0.0);
+        assert_eq!(static_share(1.0, 4, 0.0), 0.0);
+    }
+
+    #[test]
+    fn single_socket_with_baseline() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[4], &[Some(10.0)]);
+        // 1 s, 30 J: 10 static + 20 dynamic. Tree 1 CPU-s of 2 busy: share 0.5.
+        // Static share: 1 / (4 × 1) = 0.25. joulerun 0.1 of 2 busy: overhead 5 %.
+        a.tick(&tick(1.0, &[Some(30.0)], &[1.0], &[2.0], 0.1));
+        let s = a.summary();
+        let t = &s.total;
+        assert_close!(t.energy_j, 30.0);
+        assert_close!(t.static_j, 10.0);
+        assert_close!(t.dynamic_j, 20.0);
+        assert_close!(t.command_dynamic_j, 10.0);
+        assert_close!(t.command_static_j, 2.5);
+        assert_close!(t.command_total_j, 12.5);
+        assert_close!(s.command_total_j, 12.5);
+        assert_close!(t.overhead_j, 1.0);
+        assert_close!(s.overhead_j, 1.0);
+        assert_close!(s.overhead_cpu_s, 0.1);
+        assert_close!(t.others_dynamic_j, 9.0);
+        assert_close!(s.share, 0.5);
+        assert!(s.baseline_used);
+        assert_eq!(s.baseline_coverage, BaselineCoverage::Full);
+        assert_eq!(s.below_baseline_s, 0.0);
+        assert_eq!(s.per_socket[0].energy, *t);
+        assert_eq!(s.per_domain[0].energy, *t);
+    }
+
+    #[test]
+    fn without_baseline_everything_is_dynamic() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[4], &[]);
+        a.tick(&tick(1.0, &[Some(30.0)], &[1.0], &[2.0], 0.0));
+        let s = a.summary();
+        assert!(!s.baseline_used);
+        assert_eq!(s.baseline_coverage, BaselineCoverage::None);
+        assert_eq!(s.per_domain[0].baseline_w, None);
+        assert_close!(s.total.static_j, 0.0);
+        assert_close!(s.total.dynamic_j, 30.0);
+        assert_close!(s.total.command_dynamic_j, 15.0);
+        assert_close!(s.total.command_static_j, 0.0);
+        assert_close!(s.command_total_j, 15.0);
+    }
+
+    #[test]
+    fn below_baseline_ticks() {
+        let domains = [
+            dom(DomainKind::Package, Some(0)),
+            dom(DomainKind::Dram, Some(0)),
+        ];
+        let mut a = Attributor::new(&domains, &[0], &[2], &[Some(10.0), Some(2.0)]);
+        // Tick 1 (0.5 s): package 4 J < 5 J idle (below, deficit 1), dram 1.5 J > 1 J.
+        a.tick(&tick(0.5, &[Some(4.0), Some(1.5)], &[0.5], &[1.0], 0.0));
+        // Tick 2 (0.5 s): both below.
+        a.tick(&tick(0.5, &[Some(4.5), Some(0.5)], &[0.5], &[1.0], 0.0));
+        // Tick 3 (1 s): none below. package 16 = 10 + 6, dram 2 = 2 + 0.
+        a.tick(&tick(1.0, &[Some(16.0), Some(2.0)], &[0.5], &[1.0], 0.0));
+        let s = a.summary();
+        let pkg = &s.per_domain[0].energy;
+        assert_close!(pkg.below_baseline_s, 1.0);
+        assert_close!(pkg.below_baseline_deficit_j, 1.0 + 0.5);
+        assert_close!(pkg.energy_j, 24.5);
+        assert_close!(pkg.static_j, 4.0 + 4.5 + 10.0);
+        assert_close!(pkg.dynamic_j, 6.0);
+        assert_close!(pkg.static_j + pkg.dynamic_j, pkg.energy_j);
+        let dram = &s.per_domain[1].energy;
+        assert_close!(dram.below_baseline_s, 0.5);
+        assert_close!(dram.below_baseline_deficit_j, 0.5);
+        assert_close!(dram.static_j, 1.0 + 0.5 + 2.0);
+        assert_close!(dram.dynamic_j, 0.5);
+        // The run was below baseline whenever any domain in the total was: ticks 1 and 2.
+        assert_close!(s.below_baseline_s, 1.0);
+        assert_close!(s.per_socket[0].energy.below_baseline_s, 1.0);
+        assert_close!(s.total.dynamic_j, 6.5);
+        // Share 0.5 of busy on every tick.
+        assert_close!(s.total.command_dynamic_j, 3.25);
+        assert_close!(s.share, 0.5);
+        // Static share: tree 0.5 / (2 CPUs × dt): 0.5 for 0.5 s ticks, 0.25 for the 1 s tick.
+        let expected_static = 0.5 * (4.0 + 1.0) + 0.5 * (4.5 + 0.5) + 0.25 * (10.0 + 2.0);
+        assert_close!(s.total.command_static_j, expected_static);
+    }
+
+    #[test]
+    fn zero_cpu_ticks_are_unattributed() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[4], &[Some(5.0)]);
+        // Nothing busy: share 0, the 3 J of dynamic energy are unattributed.
+        a.tick(&tick(1.0, &[Some(8.0)], &[0.0], &[0.0], 0.0));
+        // The tree has CPU time but /proc/stat saw none (clock-tick granularity): still 0,
+        // for the dynamic part; the static share follows the tree's own CPU time.
+        a.tick(&tick(1.0, &[Some(9.0)], &[0.02], &[0.0], 0.0));
+        let s = a.summary();
+        assert_close!(s.total.dynamic_j, 7.0);
+        assert_close!(s.total.command_dynamic_j, 0.0);
+        assert_close!(s.total.unattributed_j, 7.0);
+        assert_close!(s.total.others_dynamic_j, 0.0);
+        assert_close!(s.total.command_static_j, 5.0 * 0.02 / 4.0);
+        assert_eq!(s.share, 0.0);
+        assert_eq!(s.per_socket[0].zero_busy_ticks, 2);
+        assert_eq!(s.per_socket[0].clamped_ticks, 0);
+    }
+
+    #[test]
+    fn two_sockets_different_loads() {
+        let domains = [
+            dom(DomainKind::Package, Some(0)),
+            dom(DomainKind::Package, Some(1)),
+            dom(DomainKind::Dram, Some(0)),
+            dom(DomainKind::Dram, Some(1)),
+            dom(DomainKind::Core, Some(0)),
+        ];
+        let baseline = [Some(20.0), Some(20.0), Some(4.0), Some(4.0), Some(8.0)];
+        let mut a = Attributor::new(&domains, &[0, 1], &[8, 8], &baseline);
+        // One 2 s tick. Socket 0: tree 4 of 8 busy CPU-s (50 %); socket 1: 1 of 10 (10 %).
+        let e = [Some(100.0), Some(70.0), Some(12.0), Some(9.0), Some(50.0)];
+        a.tick(&tick(2.0, &e, &[4.0, 1.0], &[8.0, 10.0], 0.0));
+        let s = a.summary();
+        // package-0: static 40, dynamic 60, command 30; static share 4/(8×2) = 0.25 → 10.
+        let p0 = &s.per_domain[0].energy;
+        assert_close!(p0.static_j, 40.0);
+        assert_close!(p0.dynamic_j, 60.0);
+        assert_close!(p0.command_dynamic_j, 30.0);
+        assert_close!(p0.command_static_j, 10.0);
+        // package-1: static 40, dynamic 30, command 3; static share 1/16 → 2.5.
+        let p1 = &s.per_domain[1].energy;
+        assert_close!(p1.dynamic_j, 30.0);
+        assert_close!(p1.command_dynamic_j, 3.0);
+        assert_close!(p1.command_static_j, 2.5);
+        assert_close!(p1.share, 0.1);
+        // dram-0: static 8, dynamic 4, command 2, static 2. dram-1: 8, 1, 0.1, 0.5.
+        assert_close!(s.per_domain[2].energy.command_dynamic_j, 2.0);
+        assert_close!(s.per_domain[2].energy.command_static_j, 2.0);
+        assert_close!(s.per_domain[3].energy.command_dynamic_j, 0.1);
+        assert_close!(s.per_domain[3].energy.command_static_j, 0.5);
+        // core-0 is attributed (16 static, 34 dynamic, 17 command) but not in the total.
+        let c0 = &s.per_domain[4];
+        assert!(!c0.in_total);
+        assert_close!(c0.energy.command_dynamic_j, 17.0);
+        // Per socket: package + dram only.
+        assert_close!(s.per_socket[0].energy.energy_j, 112.0);
+        assert_close!(s.per_socket[0].energy.dynamic_j, 64.0);
+        assert_close!(s.per_socket[0].energy.command_dynamic_j, 32.0);
+        assert_close!(s.per_socket[0].energy.share, 0.5);
+        assert_close!(s.per_socket[1].energy.energy_j, 79.0);
+        assert_close!(s.per_socket[1].energy.command_dynamic_j, 3.1);
+        assert_close!(s.per_socket[1].energy.share, 0.1);
+        assert_close!(s.per_socket[0].tree_cpu_s, 4.0);
+        assert_close!(s.per_socket[1].busy_cpu_s, 10.0);
+        // Totals over package + dram of both sockets.
+        assert_close!(s.total.energy_j, 191.0);
+        assert_close!(s.total.static_j, 96.0);
+        assert_close!(s.total.dynamic_j, 95.0);
+        assert_close!(s.total.command_dynamic_j, 35.1);
+        assert_close!(s.total.command_static_j, 15.0);
+        assert_close!(s.command_total_j, 50.1);
+        assert_close!(s.share, 35.1 / 95.0);
+        assert_close!(s.tree_cpu_s, 5.0);
+        assert_close!(s.busy_cpu_s, 18.0);
+    }
+
+    #[test]
+    fn machine_wide_domains_use_machine_totals() {
+        let domains = [
+            dom(DomainKind::Psys, None),
+            Domain::new(DomainKind::Estimate, None, SourceKind::Estimate),
+            // A socket the topology does not know: machine-wide too.
+            dom(DomainKind::Package, Some(7)),
+        ];
+        let mut a = Attributor::new(&domains, &[0, 1], &[4, 4], &[Some(10.0), None, None]);
+        // Tree 3 of 12 busy CPU-s over both sockets: 25 %. Capacity 8 CPUs × 1 s.
+        a.tick(&tick(
+            1.0,
+            &[Some(50.0), Some(20.0), Some(8.0)],
+            &[2.0, 1.0],
+            &[4.0, 8.0],
+            0.0,
+        ));
+        let s = a.summary();
+        let psys = &s.per_domain[0];
+        assert!(psys.machine_wide && !psys.in_total);
+        assert_close!(psys.energy.dynamic_j, 40.0);
+        assert_close!(psys.energy.command_dynamic_j, 10.0);
+        assert_close!(psys.energy.command_static_j, 10.0 * 3.0 / 8.0);
+        let est = &s.per_domain[1];
+        assert!(est.machine_wide && est.in_total);
+        assert_close!(est.energy.command_dynamic_j, 5.0);
+        assert!(s.per_domain[2].machine_wide);
+        assert_close!(s.per_domain[2].energy.command_dynamic_j, 2.0);
+        // Totals: estimate + the unknown package (both in the total); psys is not.
+        assert_close!(s.total.energy_j, 28.0);
+        assert_close!(s.total.command_dynamic_j, 7.0);
+        // Machine-wide domains are in no socket's sums.
+        assert_eq!(s.per_socket[0].energy.energy_j, 0.0);
+        assert_eq!(s.baseline_coverage, BaselineCoverage::Partial);
+    }
+
+    #[test]
+    fn tree_above_busy_is_clamped() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[2], &[Some(4.0)]);
+        // 1.05 CPU-s of tree against 1.00 busy (10 ms ticks vs µs): share clamped to 1.
+        a.tick(&tick(1.0, &[Some(10.0)], &[1.05], &[1.0], 0.0));
+        // Tree 3 CPU-s on a 2-CPU, 1 s tick: static share clamped to 1 too.
+        a.tick(&tick(1.0, &[Some(10.0)], &[3.0], &[2.0], 0.0));
+        let s = a.summary();
+        assert_close!(s.total.command_dynamic_j, 12.0);
+        assert_close!(s.total.command_static_j, 4.0 * 1.05 / 2.0 + 4.0);
+        assert_eq!(s.share, 1.0);
+        assert_eq!(s.per_socket[0].clamped_ticks, 2);
+        assert_close!(s.per_socket[0].clamped_cpu_s, 1.05);
+    }
+
+    #[test]
+    fn overhead_is_not_charged_to_the_command() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[4], &[None]);
+        // Busy 1.0: tree 0.9, joulerun 0.1. The command gets 90 %, joulerun 10 %.
+        a.tick(&tick(1.0, &[Some(20.0)], &[0.9], &[1.0], 0.1));
+        // Inconsistent inputs (tree + self > busy): overhead capped at 1 − share.
+        a.tick(&tick(1.0, &[Some(20.0)], &[1.0], &[1.0], 0.2));
+        let s = a.summary();
+        assert_close!(s.total.command_dynamic_j, 18.0 + 20.0);
+        assert_close!(s.overhead_j, 2.0);
+        assert_close!(s.overhead_cpu_s, 0.3);
+        assert_close!(s.total.others_dynamic_j, 0.0);
+    }
+
+    #[test]
+    fn missing_and_garbage_ticks_are_skipped() {
+        let domains = [
+            dom(DomainKind::Package, Some(0)),
+            dom(DomainKind::Dram, Some(0)),
+        ];
+        let mut a = Attributor::new(&domains, &[0], &[1], &[Some(1.0), Some(1.0)]);
+        // dram unknown this tick: it is not counted as below baseline.
+        a.tick(&tick(1.0, &[Some(3.0), None], &[0.5], &[1.0], 0.0));
+        a.tick(&tick(1.0, &[Some(f64::NAN), Some(2.0)], &[], &[], f64::NAN));
+        a.tick(&tick(0.0, &[Some(100.0), Some(100.0)], &[1.0], &[1.0], 0.0));
+        a.tick(&tick(f64::NAN, &[Some(100.0)], &[1.0], &[1.0], 0.0));
+        let s = a.summary();
+        assert_eq!(s.ticks, 2);
+        assert_close!(s.duration_s, 2.0);
+        assert_close!(s.per_domain[0].energy.energy_j, 3.0);
+        assert_close!(s.per_domain[0].energy.measured_s, 1.0);
+        assert_close!(s.per_domain[1].energy.energy_j, 2.0);
+        assert_eq!(s.below_baseline_s, 0.0);
+        assert_close!(s.total.command_dynamic_j, 1.0);
+        assert_close!(s.total.unattributed_j, 1.0);
+        // Short per-socket slices and an empty package list never panic.
+        let mut b = Attributor::new(&domains, &[], &[], &[]);
+        b.tick(&tick(1.0, &[Some(1.0)], &[], &[], 0.0));
+        assert_close!(b.summary().total.unattributed_j, 1.0);
+        assert!(serde_json::to_string(&b.summary()).is_ok());
+    }
+
+    #[test]
+    fn summary_serialises_flat() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[1], &[Some(1.0)]);
+        a.tick(&tick(1.0, &[Some(3.0)], &[0.5], &[1.0], 0.0));
+        let v = serde_json::to_value(a.summary()).unwrap();
+        assert_eq!(v["per_domain"][0]["name"], "package-0");
+        assert_eq!(v["per_domain"][0]["kind"], "package");
+        assert_eq!(v["per_domain"][0]["dynamic_j"], 2.0);
+        assert_eq!(v["per_socket"][0]["socket"], 0);
+        assert_eq!(v["total"]["command_dynamic_j"], 1.0);
+        assert_eq!(v["baseline_coverage"], "full");
     }
 }

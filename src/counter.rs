@@ -76,6 +76,11 @@ impl Accumulator {
         delta
     }
 
+    /// Whether a previous reading exists, i.e. whether the next `update` yields a delta.
+    pub fn has_last(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// Forget the last reading (after a failed read) so the next one starts afresh
     /// instead of spanning an unknown gap.
     pub fn forget(&mut self) {

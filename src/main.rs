@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.subcommand {
         Some(Sub::List(args)) => list::list(args),
-        None if cli.run.basepower => joulerun::calibrate::calibrate(&cli.run),
+        None if cli.run.basepower => joulerun::calibrate::calibrate(&cli.run, &mut signals),
         None => run::run(&cli.run, &cli.command, &mut signals),
     };
     match result {

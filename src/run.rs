@@ -4,21 +4,22 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use nix::unistd::Pid;
 
-use crate::attribution::{Attributor, TickInput};
+use crate::attribution::{Attributor, NO_BASELINE_NOTE, TickInput};
+use crate::baseline::{self, Baseline, Fit, MachineIdentity};
 use crate::cli::{RunArgs, SourceArg, TrackArg};
 use crate::config::{self, Price};
 use crate::error::{Error, Result};
 use crate::procs::{self, MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeTracker};
 use crate::report::csv::CsvSink;
 use crate::report::{
-    self, Cost, DomainSummary, ExitInfo, J_PER_KWH, Mode, Overhead, SUMMARY_SCHEMA_VERSION,
-    Summary, Total,
+    self, AttributionReport, BaselineStatus, Cost, DomainSummary, ExitInfo, J_PER_KWH, Mode,
+    Overhead, SUMMARY_SCHEMA_VERSION, Summary, Total,
 };
 use crate::sampler::Sampler;
 use crate::sources::{self, OpenContext, Source, SourceKind, UnavailableKind};
@@ -116,16 +117,174 @@ fn open_output(path: &Path, what: &str) -> Result<Box<dyn Write>> {
         })
 }
 
-enum Workload {
-    Child { pid: Pid },
-    Attached { pid: i32, pidfd: Option<OwnedFd> },
-    None,
-}
-
 struct Outputs {
     report: Option<(PathBuf, Box<dyn Write>)>,
     json: Option<(PathBuf, Box<dyn Write>)>,
     csv: Option<(PathBuf, CsvSink)>,
+}
+
+/// What the sampling loop waits for.
+pub(crate) enum Workload {
+    /// The command joulerun started.
+    Child { pid: Pid },
+    /// A process joulerun attached to (`-p`); a pidfd when the kernel has pidfd_open.
+    Attached { pid: i32, pidfd: Option<OwnedFd> },
+    /// Nothing: run until this many seconds have passed (calibration).
+    Timer { until_s: f64 },
+    /// Nothing: run until SIGINT/SIGTERM/SIGHUP (`-a` without a command).
+    UntilSignal,
+}
+
+/// Why the sampling loop ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The command exited (and was reaped).
+    Exited(Exit),
+    /// The attached process is gone.
+    ProcessGone,
+    /// A stop signal arrived while no command of ours was running.
+    Stopped,
+    /// The timer ran out.
+    Deadline,
+}
+
+/// The sampling loop: a tick every `interval` on a monotonic schedule (late ticks are
+/// skipped, never bunched), signals read from the signalfd between ticks, and a final
+/// tick right after the workload ends. `on_tick` sees the sampler after every tick.
+pub(crate) fn drive(
+    sampler: &mut Sampler,
+    signals: &mut Signals,
+    workload: &Workload,
+    interval: Duration,
+    mut on_tick: impl FnMut(&Sampler, f64),
+) -> Ended {
+    let step = interval.as_secs_f64();
+    let mut next_tick = step;
+    let target = match workload {
+        Workload::Child { pid } => Some(*pid),
+        _ => None,
+    };
+    let mut fds: Vec<RawFd> = vec![signals.fd()];
+    if let Workload::Attached {
+        pidfd: Some(fd), ..
+    } = workload
+    {
+        fds.push(fd.as_raw_fd());
+    }
+    let mut ready = [false; 2];
+    loop {
+        let mut ended = None;
+        let now = sampler.now_s();
+        if let Workload::Timer { until_s } = workload {
+            next_tick = next_tick.min(*until_s);
+            if now >= *until_s {
+                ended = Some(Ended::Deadline);
+            }
+        }
+        if ended.is_none() && now < next_tick {
+            workload::wait_readable(&fds, Duration::from_secs_f64(next_tick - now), &mut ready);
+            if ready[0] {
+                let ev = signals.drain(target);
+                if ev.child
+                    && let Some(e) = workload::reap(target)
+                {
+                    ended = Some(Ended::Exited(e));
+                }
+                if ev.stop && target.is_none() {
+                    ended = Some(Ended::Stopped);
+                }
+            }
+            if let Workload::Attached { pid, pidfd } = workload {
+                let gone = match pidfd {
+                    Some(_) => ready[1],
+                    None => !workload::process_alive(*pid),
+                };
+                if gone {
+                    ended = Some(Ended::ProcessGone);
+                }
+            }
+            if ended.is_none() && sampler.now_s() < next_tick {
+                continue;
+            }
+        }
+        // A tick: on schedule, or the final one right after the workload ended.
+        let dt = sampler.tick();
+        on_tick(sampler, dt);
+        if let Some(e) = ended {
+            return e;
+        }
+        next_tick += step;
+        let now = sampler.now_s();
+        if next_tick <= now {
+            next_tick = now + step;
+        }
+    }
+}
+
+/// The baseline for this run: its per-domain watts (aligned with `domains`) and what the
+/// report says about it. A corrupt file is an error; a mismatched one a warning.
+fn load_baseline(
+    args: &RunArgs,
+    domains: &[sources::Domain],
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Option<f64>>, BaselineStatus)> {
+    let none = |note: &str, path: Option<&Path>| BaselineStatus {
+        used: false,
+        file: path.map(|p| p.display().to_string()),
+        taken_at: None,
+        note: Some(note.to_string()),
+    };
+    if args.no_baseline {
+        return Ok((Vec::new(), none("no baseline used (--no-baseline)", None)));
+    }
+    let Some(path) = args.baseline.clone().or_else(baseline::default_path) else {
+        return Ok((Vec::new(), none(NO_BASELINE_NOTE, None)));
+    };
+    let loaded = Baseline::load(&path).map_err(|e| {
+        Error::failure(format!(
+            "{e}\n  (or run with --no-baseline to measure without one)"
+        ))
+    })?;
+    let Some(b) = loaded else {
+        if args.baseline.is_some() {
+            return Err(Error::usage(format!(
+                "baseline file '{}' does not exist: create it with `joulerun --basepower --baseline {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+        return Ok((Vec::new(), none(NO_BASELINE_NOTE, None)));
+    };
+    let interface = domains
+        .first()
+        .map(|d| d.source)
+        .unwrap_or(SourceKind::Estimate);
+    match b.check(&MachineIdentity::current(), interface, domains) {
+        Fit::Matches { watts, notes } => {
+            warnings.extend(
+                notes
+                    .into_iter()
+                    .map(|n| format!("baseline {}: {n}", path.display())),
+            );
+            Ok((
+                watts,
+                BaselineStatus {
+                    used: true,
+                    file: Some(path.display().to_string()),
+                    taken_at: Some(b.taken_at.clone()),
+                    note: None,
+                },
+            ))
+        }
+        Fit::Mismatch(why) => {
+            let msg = format!(
+                "ignoring the baseline in {}: {why}; recalibrate with `joulerun --basepower`",
+                path.display()
+            );
+            warnings.push(msg.clone());
+            Ok((Vec::new(), none(&msg, Some(&path))))
+        }
+    }
 }
 
 /// Run `joulerun [OPTIONS] -- COMMAND` (or `-p`, or `-a`). Returns the exit status.
@@ -189,8 +348,13 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         },
     };
 
-    // Process tracking and attribution (not for -a).
+    // Attribution (not for -a): baseline, process tracking, machine CPU time.
     let attribute = mode != Mode::All;
+    let (baseline_w, baseline_status) = if attribute {
+        load_baseline(args, sampler.domains(), &mut warnings)?
+    } else {
+        (Vec::new(), BaselineStatus::default())
+    };
     let track = match args.track {
         TrackArg::Auto => TrackRequest::Auto,
         TrackArg::Cgroup => TrackRequest::Cgroup,
@@ -205,20 +369,22 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
     } else {
         None
     };
+    let packages = ctx.topology.packages();
+    let n_sockets = packages.len().max(1);
     let mut machine = MachineCpu::new(&ctx.topology).map_err(Error::failure)?;
-    let n_sockets = ctx.topology.package_count();
-    let mut mc = MachineCpuSample::default();
-    machine.sample(&mut mc);
+    let mut mc_prev = MachineCpuSample::default();
+    machine.sample(&mut mc_prev);
     let mut attributor = Attributor::new(
         sampler.domains(),
-        vec![None; sampler.domains().len()],
-        mc.cpus_per_socket.clone(),
+        &packages,
+        &mc_prev.cpus_per_socket,
+        &baseline_w,
     );
 
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let self_cpu0 = procs::self_cpu_s();
 
-    // Start: first reading right before the command starts.
+    // Start: the first reading right before the command starts.
     let mut tracker: Option<TreeTracker> = None;
     let workload = match mode {
         Mode::Pid => {
@@ -256,123 +422,77 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         }
         _ => {
             sampler.start();
-            Workload::None
+            Workload::UntilSignal
         }
     };
     let method = tracker.as_ref().map(|t| t.method());
 
     let mut tree = TreeCpu::default();
     let mut tree_prev = TreeCpu::default();
-    let mut mc_prev = mc.clone();
     if let Some(t) = tracker.as_mut() {
         t.sample(&mut tree_prev);
     }
+    let mut mc = MachineCpuSample::default();
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
-
-    let interval = Duration::from_millis(interval_ms);
-    let mut next_tick = interval.as_secs_f64();
-    let mut exit: Option<Exit> = None;
     let mut csv_error: Option<String> = None;
-    let target = match &workload {
-        Workload::Child { pid } => Some(*pid),
-        _ => None,
-    };
-    let mut ready = [false; 2];
-    loop {
-        let now = sampler.now_s();
-        let mut done = false;
-        if now < next_tick {
-            let wait = Duration::from_secs_f64(next_tick - now);
-            let mut fds = vec![signals.fd()];
-            if let Workload::Attached {
-                pidfd: Some(fd), ..
-            } = &workload
-            {
-                fds.push(fd.as_raw_fd());
-            }
-            workload::wait_readable(&fds, wait, &mut ready);
-            if ready[0] {
-                let ev = signals.drain(target);
-                if ev.child {
-                    if let Some(e) = workload::reap(target) {
-                        exit = Some(e);
-                        done = true;
-                    }
-                } else if ev.stop && target.is_none() {
-                    // -p or -a without a command: a stop signal ends the measurement.
-                    done = true;
+
+    let ended = drive(
+        &mut sampler,
+        signals,
+        &workload,
+        Duration::from_millis(interval_ms),
+        |sampler, dt| {
+            if attribute {
+                if let Some(t) = tracker.as_mut() {
+                    t.sample(&mut tree);
                 }
+                machine.sample(&mut mc);
+                let self_now = procs::self_cpu_s();
+                let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+                for i in 0..n_sockets {
+                    tree_d[i] =
+                        (at(&tree.per_socket_s, i) - at(&tree_prev.per_socket_s, i)).max(0.0);
+                    busy_d[i] =
+                        (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
+                }
+                attributor.tick(&TickInput {
+                    dt_s: dt,
+                    energy_j: &sampler.energy,
+                    tree_cpu_s: &tree_d,
+                    busy_cpu_s: &busy_d,
+                    self_cpu_s: (self_now - self_prev).max(0.0),
+                });
+                std::mem::swap(&mut tree, &mut tree_prev);
+                std::mem::swap(&mut mc, &mut mc_prev);
+                self_prev = self_now;
             }
-            if fds.len() > 1 && ready[1] {
-                done = true;
-            }
-            if let Workload::Attached { pid, pidfd: None } = &workload
-                && !workload::process_alive(*pid)
+            if let Some((path, sink)) = outputs.csv.as_mut()
+                && csv_error.is_none()
+                && let Err(e) = sink.tick(
+                    sampler.now_s(),
+                    sampler.domains(),
+                    &sampler.delta_j,
+                    &sampler.power_w,
+                )
             {
-                done = true;
+                csv_error = Some(format!(
+                    "writing the CSV timeline to '{}' failed: {e}; rows after {:.1} s are missing",
+                    path.display(),
+                    sampler.now_s()
+                ));
             }
-            if !done && sampler.now_s() < next_tick {
-                continue;
-            }
-        }
-        // A tick: on schedule, or the final one right after the command was reaped.
-        let dt = sampler.tick();
-        if let Some(t) = tracker.as_mut() {
-            t.sample(&mut tree);
-        }
-        machine.sample(&mut mc);
-        let self_now = procs::self_cpu_s();
-        if attribute {
-            for i in 0..n_sockets {
-                tree_d[i] = (tree.per_socket_s.get(i).copied().unwrap_or(0.0)
-                    - tree_prev.per_socket_s.get(i).copied().unwrap_or(0.0))
-                .max(0.0);
-                busy_d[i] = (mc.busy_s_per_socket.get(i).copied().unwrap_or(0.0)
-                    - mc_prev.busy_s_per_socket.get(i).copied().unwrap_or(0.0))
-                .max(0.0);
-            }
-            attributor.tick(&TickInput {
-                dt_s: dt,
-                energy_j: &sampler.delta_j,
-                tree_cpu_s: &tree_d,
-                busy_cpu_s: &busy_d,
-                self_cpu_s: (self_now - self_prev).max(0.0),
-            });
-        }
-        std::mem::swap(&mut tree, &mut tree_prev);
-        std::mem::swap(&mut mc, &mut mc_prev);
-        self_prev = self_now;
-        if let Some((path, sink)) = outputs.csv.as_mut()
-            && csv_error.is_none()
-            && let Err(e) = sink.tick(
-                sampler.now_s(),
-                sampler.domains(),
-                &sampler.delta_j,
-                &sampler.power_w,
-            )
-        {
-            csv_error = Some(format!(
-                "writing the CSV timeline to '{}' failed: {e}; rows after {:.1} s are missing",
-                path.display(),
-                sampler.now_s()
-            ));
-        }
-        if done {
-            break;
-        }
-        next_tick += interval.as_secs_f64();
-        let now = sampler.now_s();
-        if next_tick <= now {
-            // Fell behind (a stalled machine): skip, never burst.
-            next_tick = now + interval.as_secs_f64();
-        }
-    }
+        },
+    );
     if let Some(t) = tracker {
         t.finish();
     }
     warnings.extend(csv_error);
+    let exit = match ended {
+        Ended::Exited(e) => Some(e),
+        _ => None,
+    };
 
     let elapsed_s = sampler.now_s();
     let self_cpu_s = (procs::self_cpu_s() - self_cpu0).max(0.0);
@@ -388,20 +508,11 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         price: &price,
         self_cpu_s,
         warnings,
-        attribution: if attribute {
-            serde_json::to_value(&attributor.per_domain)
-                .ok()
-                .map(|mut v| {
-                    if let Some(m) = method
-                        && let Some(o) = v.as_object_mut()
-                    {
-                        o.insert("method".into(), serde_json::json!(m));
-                    }
-                    v
-                })
-        } else {
-            None
-        },
+        attribution: attribute.then(|| AttributionReport {
+            method,
+            baseline: baseline_status,
+            summary: attributor.summary(),
+        }),
     });
     let status = exit.map_or(0, |e| e.status());
     let failures = write_reports(&summary, &mut outputs);
@@ -432,7 +543,7 @@ struct SummaryInput<'a> {
     price: &'a Price,
     self_cpu_s: f64,
     warnings: Vec<String>,
-    attribution: Option<serde_json::Value>,
+    attribution: Option<AttributionReport>,
 }
 
 fn summarise(i: SummaryInput<'_>) -> Summary {

@@ -29,6 +29,9 @@ pub struct Sampler {
     pub delta_j: Vec<f64>,
     /// Average power of each domain during the last tick, W.
     pub power_w: Vec<f64>,
+    /// `delta_j`, or `None` where this tick's energy is unknown (a failed read, or the
+    /// first reading after one).
+    pub energy: Vec<Option<f64>>,
     ticks: u64,
 }
 
@@ -63,6 +66,7 @@ impl Sampler {
             last_t: 0.0,
             delta_j: vec![0.0; n],
             power_w: vec![0.0; n],
+            energy: vec![None; n],
             ticks: 0,
         }
     }
@@ -119,6 +123,7 @@ impl Sampler {
             health,
             buf,
             delta_j,
+            energy,
             ..
         } = self;
         for (si, source) in sources.iter_mut().enumerate() {
@@ -126,9 +131,14 @@ impl Sampler {
             for (j, slot) in map[si].iter().enumerate() {
                 let Some(k) = *slot else { continue };
                 match buf.get(j) {
-                    Some(Ok(r)) => delta_j[k] = accs[k].update(t, *r),
+                    Some(Ok(r)) => {
+                        let had_last = accs[k].has_last();
+                        delta_j[k] = accs[k].update(t, *r);
+                        energy[k] = had_last.then_some(delta_j[k]);
+                    }
                     failed => {
                         delta_j[k] = 0.0;
+                        energy[k] = None;
                         accs[k].forget();
                         let h = &mut health[k];
                         h.failed_reads += 1;
@@ -202,10 +212,13 @@ mod tests {
         s.start();
         s.tick();
         assert_eq!(s.delta_j[0], 10.0);
+        assert_eq!(s.energy[0], Some(10.0));
         s.tick();
         assert_eq!(s.delta_j[0], 0.0);
+        assert_eq!(s.energy[0], None);
         s.tick(); // restarts after the failure: no energy across the gap
         assert_eq!(s.delta_j[0], 0.0);
+        assert_eq!(s.energy[0], None);
         s.tick(); // wraps at 1000
         assert_eq!(s.delta_j[0], 10.0);
         assert_eq!(s.accumulators()[0].total_j, 20.0);

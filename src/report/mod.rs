@@ -7,6 +7,8 @@ pub mod table;
 
 use serde::Serialize;
 
+use crate::attribution::AttributionSummary;
+use crate::procs::TrackMethod;
 use crate::sources::{DomainKind, SourceKind};
 
 /// Version of the JSON summary schema (docs/output-formats.md). Bump on any change
@@ -77,6 +79,28 @@ pub struct Overhead {
     pub percent_of_one_core: f64,
 }
 
+/// Which baseline a run used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BaselineStatus {
+    pub used: bool,
+    /// The baseline file read (or ignored).
+    pub file: Option<String>,
+    /// When it was calibrated, RFC 3339.
+    pub taken_at: Option<String>,
+    /// Why no baseline was used, and how to get one.
+    pub note: Option<String>,
+}
+
+/// Attribution as reported: how the tree was followed, the baseline, and the numbers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AttributionReport {
+    /// `cgroup` or `proc`; absent when no process was followed.
+    pub method: Option<TrackMethod>,
+    pub baseline: BaselineStatus,
+    #[serde(flatten)]
+    pub summary: AttributionSummary,
+}
+
 /// Everything a report prints. Serialisable; no formatting in it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
@@ -97,7 +121,8 @@ pub struct Summary {
     pub domains: Vec<DomainSummary>,
     pub total: Total,
     pub cost: Cost,
-    pub attribution: Option<serde_json::Value>,
+    /// The command's share (absent with `-a`).
+    pub attribution: Option<AttributionReport>,
     pub overhead: Overhead,
     pub warnings: Vec<String>,
 }

@@ -5,7 +5,9 @@ use std::io::Write;
 
 use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
 
-use super::{Mode, Summary, fmt_joules, fmt_kwh, fmt_money, fmt_watts, sig};
+use crate::procs::TrackMethod;
+
+use super::{AttributionReport, Mode, Summary, fmt_joules, fmt_kwh, fmt_money, fmt_watts, sig};
 
 fn new_table() -> Table {
     let mut t = Table::new();
@@ -126,6 +128,11 @@ pub fn render(s: &Summary) -> String {
     ]);
     push_indented(&mut out, &k.to_string());
 
+    if let Some(a) = &s.attribution {
+        out.push('\n');
+        out.push_str(&render_attribution(a, s.estimated));
+    }
+
     if !s.warnings.is_empty() {
         out.push('\n');
         for w in &s.warnings {
@@ -135,6 +142,82 @@ pub fn render(s: &Summary) -> String {
         }
     }
     out.push('\n');
+    out
+}
+
+fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
+    let m = &a.summary;
+    let t = &m.total;
+    let est = if estimated { " (estimated)" } else { "" };
+    let method = match a.method {
+        Some(TrackMethod::Cgroup) => "process tree followed through its own cgroup",
+        Some(TrackMethod::Proc) => "process tree followed through /proc",
+        None => "no process tree",
+    };
+    let mut out = format!(" Attribution ({method}):\n");
+    let mut k = new_table();
+    k.add_row(vec![
+        "machine energy".to_string(),
+        format!("{}{est}", fmt_joules(t.energy_j)),
+        if m.baseline_used {
+            format!(
+                "static {} + dynamic {}",
+                fmt_joules(t.static_j),
+                fmt_joules(t.dynamic_j)
+            )
+        } else {
+            "all counted as dynamic (no baseline)".to_string()
+        },
+    ]);
+    k.add_row(vec![
+        "command CPU time".to_string(),
+        format!("{} s", sig(m.tree_cpu_s, 3)),
+        format!("of {} s busy CPU time on the machine", sig(m.busy_cpu_s, 3)),
+    ]);
+    k.add_row(vec![
+        "command dynamic".to_string(),
+        format!("{}{est}", fmt_joules(t.command_dynamic_j)),
+        format!("{}% of the dynamic energy", sig(100.0 * m.share, 3)),
+    ]);
+    if m.baseline_used {
+        k.add_row(vec![
+            "command static".to_string(),
+            format!("{}{est}", fmt_joules(t.command_static_j)),
+            "share of idle power by the CPU capacity it used".to_string(),
+        ]);
+    }
+    k.add_row(vec![
+        "command total".to_string(),
+        format!("{}{est}", fmt_joules(m.command_total_j)),
+        fmt_kwh(m.command_total_j),
+    ]);
+    k.add_row(vec![
+        "joulerun itself".to_string(),
+        format!("{}{est}", fmt_joules(m.overhead_j)),
+        format!(
+            "{} s CPU, not charged to the command",
+            sig(m.overhead_cpu_s, 2)
+        ),
+    ]);
+    if m.below_baseline_s > 0.0 {
+        k.add_row(vec![
+            "below baseline".to_string(),
+            format!("{} s", sig(m.below_baseline_s, 3)),
+            "measured power under the calibrated idle power".to_string(),
+        ]);
+    }
+    push_indented(&mut out, &k.to_string());
+    if let Some(note) = &a.baseline.note {
+        out.push_str(" note: ");
+        out.push_str(note);
+        out.push('\n');
+    } else if let Some(at) = &a.baseline.taken_at {
+        out.push_str(&format!(" baseline calibrated {at}"));
+        if let Some(f) = &a.baseline.file {
+            out.push_str(&format!(" ({f})"));
+        }
+        out.push('\n');
+    }
     out
 }
 
