@@ -177,7 +177,7 @@ fn sigterm_to_joulerun_is_forwarded_and_the_report_still_printed() {
         "trap 'exit 7' TERM; touch {}; while :; do sleep 0.02; done",
         ready.display()
     );
-    let mut child = bin()
+    let child = bin()
         .args(["--", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -209,24 +209,59 @@ fn sigterm_to_joulerun_is_forwarded_and_the_report_still_printed() {
     assert!(err.contains("killed by signal 15"), "{err}");
 }
 
-#[test]
-fn terminal_sigint_reaches_the_command_once_and_joulerun_survives() {
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready");
-    // The command counts the SIGINTs it receives and exits with that count.
-    let script = format!(
+/// A shell script that counts the SIGINTs it receives and exits with 10 + that count.
+fn sigint_counter(ready: &std::path::Path) -> String {
+    format!(
         "n=0; trap 'n=$((n+1))' INT; touch {}; i=0; while [ $i -lt 40 ]; do sleep 0.025; i=$((i+1)); done; exit $((10+n))",
         ready.display()
-    );
+    )
+}
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_command_once_and_joulerun_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two fds into the given integers.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both fds were just opened and are owned here.
+    let (master, slave) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    };
     let mut cmd = bin();
-    cmd.args(["--", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    cmd.args(["--", "sh", "-c", &sigint_counter(&ready)])
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setsid and ioctl are async-signal-safe. joulerun becomes the leader of a
+    // session whose controlling terminal is the pty, in its foreground process group.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let child = cmd.spawn().unwrap();
+    drop(slave);
     wait_for(&ready);
-    // As the terminal does: to the whole foreground process group.
-    kill(Pid::from_raw(-(child.id() as i32)), Signal::SIGINT).unwrap();
+    // Type Ctrl-C: the terminal driver sends SIGINT to the foreground process group.
+    use std::io::Write;
+    (&master).write_all(&[0x03]).unwrap();
     let o = child.wait_with_output().unwrap();
     assert_eq!(
         o.status.code(),
@@ -234,6 +269,23 @@ fn terminal_sigint_reaches_the_command_once_and_joulerun_survives() {
         "exactly one SIGINT: {}",
         stderr(&o)
     );
+    assert!(stderr(&o).contains("Energy of"), "{}", stderr(&o));
+}
+
+#[test]
+fn sigint_sent_to_joulerun_alone_is_forwarded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let child = bin()
+        .args(["--", "sh", "-c", &sigint_counter(&ready)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&ready);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(11), "{}", stderr(&o));
     assert!(stderr(&o).contains("Energy of"), "{}", stderr(&o));
 }
 
