@@ -136,7 +136,7 @@ mod tests {
             a.update(i as f64 * 0.1, ctr(truth_uj % range, range));
         }
         assert!((a.total_j - 1000.0).abs() < 1e-6, "{}", a.total_j);
-        assert_eq!(a.wraps, ((12_345_678 + 1_000_000_000) / range) as u64);
+        assert_eq!(a.wraps, (12_345_678 + 1_000_000_000) / range);
         assert!(a.wraps >= 15);
     }
 

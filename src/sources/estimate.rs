@@ -31,21 +31,12 @@ pub const DEFAULT_IDLE_W_PER_CPU: f64 = 0.74;
 pub const DEFAULT_MAX_W_PER_CPU: f64 = 3.5;
 
 /// The estimate's coefficients.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct CpuWatts {
     /// Whole-machine power when idle, W. `None`: the per-CPU default times the CPU count.
     pub idle_w: Option<f64>,
     /// Whole-machine power at full load, W.
     pub max_w: Option<f64>,
-}
-
-impl Default for CpuWatts {
-    fn default() -> Self {
-        CpuWatts {
-            idle_w: None,
-            max_w: None,
-        }
-    }
 }
 
 impl CpuWatts {
@@ -249,6 +240,6 @@ mod tests {
         };
         let j = (b - a) as f64 * 1e-9;
         // 50 ms at between 10 and 20 W: between 0.5 and 1.0 J (plus scheduling slack).
-        assert!(j >= 0.45 && j <= 1.5, "{j}");
+        assert!((0.45..=1.5).contains(&j), "{j}");
     }
 }
