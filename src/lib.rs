@@ -3,6 +3,7 @@
 //! See `docs/architecture.md` for the layout and the data flow.
 
 pub mod counter;
+pub mod fakehw;
 pub mod sources;
 pub mod sysroot;
 pub mod topology;
