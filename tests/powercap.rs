@@ -484,3 +484,31 @@ fn no_allocation_needed_for_reads_after_the_first() {
     s.read(&mut out);
     assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
 }
+
+#[test]
+fn mmio_stands_in_when_the_intel_rapl_package_cannot_be_read() {
+    let t = tempfile::tempdir().unwrap();
+    let f = FakePowercap::intel_laptop(t.path()).unwrap();
+    f.add_zone("intel-rapl-mmio:0", "package-0", 999, Some(INTEL_RANGE_UJ))
+        .unwrap();
+    f.replace_with_dir("intel-rapl:0").unwrap();
+    let mut s = PowercapSource::open(&ctx(t.path())).unwrap();
+    assert_eq!(
+        list(&s),
+        vec![
+            d("package-0", Package, Some(0)),
+            d("core-0", Core, Some(0)),
+            d("uncore-0", Uncore, Some(0)),
+            d("psys", Psys, None),
+        ]
+    );
+    assert_eq!(s.zone_paths()[0], f.zone_path("intel-rapl-mmio:0"));
+    assert_eq!(value(&read(&mut s)[0]), 999);
+    assert!(
+        s.warnings()
+            .iter()
+            .any(|w| w.contains("package-0 is read through") && w.contains("intel-rapl-mmio:0")),
+        "{:?}",
+        s.warnings()
+    );
+}

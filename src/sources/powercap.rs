@@ -15,8 +15,9 @@
 //! - A top-level `dram` zone has no parent to take a socket from: it is `dram`, socket
 //!   `None`. A top-level `psys` is [`DomainKind::Psys`], socket `None`.
 //! - Zones of another `intel-rapl-*` control type (`intel-rapl-mmio:0` repeats package-0
-//!   through MMIO) are used only for a domain that no `intel-rapl` zone provides, so a
-//!   package is never counted twice, and a machine whose only provider is MMIO still works.
+//!   through MMIO) are used only for a domain that no readable `intel-rapl` zone provides,
+//!   so a package is never counted twice, and a machine whose only provider is MMIO (or
+//!   whose `intel-rapl` package zone cannot be read) still works, with a warning.
 //! - `enabled` is not consulted: it switches the zone's power *limit*, the energy counter
 //!   runs either way, so disabled zones are reported like the others.
 //!
@@ -65,7 +66,8 @@ pub fn permission_fix() -> String {
 pub fn not_present_fix() -> String {
     "on bare-metal Intel or AMD (Zen, kernel 5.11+) load the driver: \
      `sudo modprobe intel_rapl_msr` (it pulls in intel_rapl_common); \
-     VMs and most cloud instances do not expose RAPL: use `--source estimate`"
+     VMs and most cloud instances do not expose RAPL at all, and there only joulerun's \
+     labelled estimate is available"
         .to_string()
 }
 
@@ -341,6 +343,63 @@ struct Counter {
     wrap: Wrap,
 }
 
+/// Open a zone's `energy_uj`, check that it reads as a counter, and find its wrap.
+fn open_zone(
+    mapped: &Mapped,
+    zone: &FoundZone,
+    warnings: &mut Vec<String>,
+) -> Result<Counter, Unavailable> {
+    let energy_path = zone.path.join("energy_uj");
+    let file = File::open(&energy_path)
+        .and_then(|f| {
+            let mut buf = [0u8; READ_BUF];
+            pread_all(&f, &mut buf).map(|_| f)
+        })
+        .map_err(|e| classify_open_error(&energy_path, &e))?;
+    read_energy(&file, &energy_path).map_err(|e| {
+        Unavailable::new(
+            SourceKind::Powercap,
+            UnavailableKind::Invalid,
+            e.message,
+            None,
+        )
+    })?;
+    let range_path = zone.path.join("max_energy_range_uj");
+    let unknown = |why: String| {
+        format!(
+            "{}: {why}; wraps cannot be corrected for {} (a decrease is counted from zero, \
+             a lower bound)",
+            mapped.name, mapped.name
+        )
+    };
+    let wrap = match fs::read(&range_path) {
+        Ok(bytes) => match parse_decimal_u64(&bytes) {
+            Some(r) if r > 0 => Wrap::At(r),
+            _ => {
+                warnings.push(unknown(format!(
+                    "{} holds {:?}, not a range",
+                    range_path.display(),
+                    String::from_utf8_lossy(&bytes).trim()
+                )));
+                Wrap::Unknown
+            }
+        },
+        Err(e) => {
+            warnings.push(unknown(format!(
+                "cannot read {}: {}",
+                range_path.display(),
+                e
+            )));
+            Wrap::Unknown
+        }
+    };
+    Ok(Counter {
+        energy_path,
+        file,
+        wrap,
+    })
+}
+
 /// RAPL energy counters read through powercap sysfs.
 #[derive(Debug)]
 pub struct PowercapSource {
@@ -394,35 +453,60 @@ impl PowercapSource {
         }
 
         let mut warnings = Vec::new();
-        let mut chosen: Vec<(Mapped, &FoundZone)> = Vec::new();
+        // Opened zones: (what it measures, zone directory, counter). Zones come primary
+        // control type first, so a secondary (MMIO) zone only gets a name no readable
+        // primary zone has.
+        let mut opened: Vec<(Mapped, PathBuf, Counter)> = Vec::new();
+        let mut failed_names: Vec<String> = Vec::new();
+        let mut first_failure: Option<Unavailable> = None;
+        let mut permission_failure: Option<Unavailable> = None;
         for zone in &zones {
-            let mapped = match map_zone(zone, &zones) {
+            let mut mapped = match map_zone(zone, &zones) {
                 Ok(m) => m,
                 Err(w) => {
                     warnings.push(w);
                     continue;
                 }
             };
-            if let Some((_, other)) = chosen.iter().find(|(m, _)| m.name == mapped.name) {
-                if zone.control != PRIMARY_CONTROL_TYPE {
-                    // intel-rapl-mmio repeating a package already read: skip silently.
+            let primary = zone.control == PRIMARY_CONTROL_TYPE;
+            if let Some((_, other, _)) = opened.iter().find(|(m, _, _)| m.name == mapped.name) {
+                if !primary {
+                    // intel-rapl-mmio repeating a package already read: not twice.
                     continue;
                 }
                 // Two primary zones with one name (two top-level `dram` zones): keep both,
                 // the second named after its directory.
                 warnings.push(format!(
                     "{} and {} are both named '{}'",
-                    other.path.display(),
+                    other.display(),
                     zone.path.display(),
                     mapped.name
                 ));
-                let name = format!("{} ({})", mapped.name, zone.dir_name);
-                chosen.push((Mapped { name, ..mapped }, zone));
-                continue;
+                mapped.name = format!("{} ({})", mapped.name, zone.dir_name);
             }
-            chosen.push((mapped, zone));
+            match open_zone(&mapped, zone, &mut warnings) {
+                Ok(counter) => {
+                    if !primary && failed_names.contains(&mapped.name) {
+                        warnings.push(format!(
+                            "{} is read through {} instead",
+                            mapped.name,
+                            zone.path.display()
+                        ));
+                    }
+                    opened.push((mapped, zone.path.clone(), counter));
+                }
+                Err(u) => {
+                    warnings.push(format!("{} left out: {}", mapped.name, u.reason));
+                    failed_names.push(mapped.name);
+                    if u.kind == UnavailableKind::Permission {
+                        permission_failure.get_or_insert(u);
+                    } else {
+                        first_failure.get_or_insert(u);
+                    }
+                }
+            }
         }
-        chosen.sort_by(|(a, _), (b, _)| {
+        opened.sort_by(|(a, _, _), (b, _, _)| {
             (a.socket.is_none(), a.socket, a.die, a.kind, &a.name).cmp(&(
                 b.socket.is_none(),
                 b.socket,
@@ -431,69 +515,10 @@ impl PowercapSource {
                 &b.name,
             ))
         });
-
-        let mut domains = Vec::new();
-        let mut zone_paths = Vec::new();
-        let mut counters = Vec::new();
-        let mut first_failure: Option<Unavailable> = None;
-        let mut permission_failure: Option<Unavailable> = None;
-        for (mapped, zone) in chosen {
-            let energy_path = zone.path.join("energy_uj");
-            let opened = File::open(&energy_path).and_then(|f| {
-                let mut buf = [0u8; READ_BUF];
-                pread_all(&f, &mut buf).map(|_| f)
-            });
-            let file = match opened {
-                Ok(f) => f,
-                Err(e) => {
-                    let u = classify_open_error(&energy_path, &e);
-                    warnings.push(format!("{} left out: {}", mapped.name, u.reason));
-                    if u.kind == UnavailableKind::Permission {
-                        permission_failure.get_or_insert(u);
-                    } else {
-                        first_failure.get_or_insert(u);
-                    }
-                    continue;
-                }
-            };
-            if let Err(e) = read_energy(&file, &energy_path) {
-                warnings.push(format!("{} left out: {}", mapped.name, e.message));
-                first_failure.get_or_insert(Unavailable::new(
-                    SourceKind::Powercap,
-                    UnavailableKind::Invalid,
-                    e.message,
-                    None,
-                ));
-                continue;
-            }
-            let range_path = zone.path.join("max_energy_range_uj");
-            let wrap = match fs::read(&range_path) {
-                Ok(bytes) => match parse_decimal_u64(&bytes) {
-                    Some(r) if r > 0 => Wrap::At(r),
-                    _ => {
-                        warnings.push(format!(
-                            "{}: {} holds {:?}, not a range; wraps cannot be corrected for {} \
-                             (a decrease is counted from zero, a lower bound)",
-                            mapped.name,
-                            range_path.display(),
-                            String::from_utf8_lossy(&bytes).trim(),
-                            mapped.name
-                        ));
-                        Wrap::Unknown
-                    }
-                },
-                Err(e) => {
-                    warnings.push(format!(
-                        "{}: cannot read {}: {}; wraps cannot be corrected for {} \
-                         (a decrease is counted from zero, a lower bound)",
-                        mapped.name,
-                        range_path.display(),
-                        e,
-                        mapped.name
-                    ));
-                    Wrap::Unknown
-                }
-            };
+        let mut domains = Vec::with_capacity(opened.len());
+        let mut zone_paths = Vec::with_capacity(opened.len());
+        let mut counters = Vec::with_capacity(opened.len());
+        for (mapped, path, counter) in opened {
             domains.push(Domain {
                 name: mapped.name,
                 kind: mapped.kind,
@@ -501,12 +526,8 @@ impl PowercapSource {
                 source: SourceKind::Powercap,
                 estimated: false,
             });
-            zone_paths.push(zone.path.clone());
-            counters.push(Counter {
-                energy_path,
-                file,
-                wrap,
-            });
+            zone_paths.push(path);
+            counters.push(counter);
         }
 
         if domains.is_empty() {
