@@ -41,7 +41,7 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
     })?;
     let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
     let interface = source.kind();
-    warnings.extend(source.warnings());
+    warnings.extend(source.warnings().iter().cloned());
     if interface == SourceKind::Estimate {
         warnings.push(
             "calibrating the estimate measures the model's idle coefficient, not the machine: a baseline is only meaningful with real counters".to_string(),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod error;
+pub mod fakehw;
 pub mod list;
 pub mod procs;
 pub mod report;

@@ -315,7 +315,7 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
     )?;
 
     let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
-    warnings.extend(source.warnings());
+    warnings.extend(source.warnings().iter().cloned());
     let mut sampler = Sampler::new(vec![source], &only);
     if sampler.domains().is_empty() {
         return Err(Error::failure(format!(

@@ -201,8 +201,8 @@ pub trait Source: Send {
 
     /// Caveats found when opening, for the report (e.g. a counter whose wrap range is
     /// hidden, so wraps cannot be corrected).
-    fn warnings(&self) -> Vec<String> {
-        Vec::new()
+    fn warnings(&self) -> &[String] {
+        &[]
     }
 }
 

@@ -682,16 +682,15 @@ impl PerfSource {
             notes,
         })
     }
-
-    /// What was skipped or guessed while discovering and opening.
-    pub fn notes(&self) -> &[String] {
-        &self.notes
-    }
 }
 
 impl Source for PerfSource {
     fn kind(&self) -> SourceKind {
         SourceKind::Perf
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.notes
     }
 
     fn domains(&self) -> &[Domain] {
@@ -1426,12 +1425,12 @@ mod tests {
             Ok(src) => {
                 assert_eq!(src.domains().len(), 1);
                 assert!(
-                    src.notes()
+                    src.warnings()
                         .iter()
                         .any(|n| n
                             .contains("psys skipped: perf_event_open(power/energy-psys/, cpu 0)")),
                     "{:?}",
-                    src.notes()
+                    src.warnings()
                 );
             }
             Err(u) if u.kind == UnavailableKind::Permission => {
