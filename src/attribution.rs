@@ -39,7 +39,11 @@ pub struct Attributor {
 impl Attributor {
     /// `baseline_w[i]`: the calibrated idle power of domain i, if any.
     /// `package_index[i]`: the package index of domain i (None: machine-wide).
-    pub fn new(domains: &[Domain], baseline_w: Vec<Option<f64>>, cpus_per_socket: Vec<usize>) -> Attributor {
+    pub fn new(
+        domains: &[Domain],
+        baseline_w: Vec<Option<f64>>,
+        cpus_per_socket: Vec<usize>,
+    ) -> Attributor {
         let _ = (baseline_w, cpus_per_socket);
         Attributor {
             per_domain: vec![DomainAttribution::default(); domains.len()],

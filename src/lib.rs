@@ -2,10 +2,10 @@
 //!
 //! See `docs/architecture.md` for the layout and the data flow.
 
+pub mod attribution;
+pub mod baseline;
 pub mod counter;
+pub mod procs;
 pub mod sources;
 pub mod sysroot;
 pub mod topology;
-pub mod attribution;
-pub mod baseline;
-pub mod procs;

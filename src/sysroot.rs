@@ -61,6 +61,9 @@ mod tests {
             r.path("/sys/class/powercap"),
             PathBuf::from("/tmp/fake/sys/class/powercap")
         );
-        assert_eq!(SysRoot::default().path("/dev/cpu"), PathBuf::from("/dev/cpu"));
+        assert_eq!(
+            SysRoot::default().path("/dev/cpu"),
+            PathBuf::from("/dev/cpu")
+        );
     }
 }

@@ -60,7 +60,10 @@ impl CpuWatts {
                 .parse()
                 .map_err(|_| format!("'{}' is not a number of watts", x.trim()))?;
             if !v.is_finite() || v < 0.0 {
-                return Err(format!("'{}' must be a finite, non-negative wattage", x.trim()));
+                return Err(format!(
+                    "'{}' must be a finite, non-negative wattage",
+                    x.trim()
+                ));
             }
             Ok(v)
         };
@@ -148,7 +151,11 @@ impl EstimateSource {
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Ok(EstimateSource {
-            domains: vec![Domain::new(DomainKind::Estimate, None, SourceKind::Estimate)],
+            domains: vec![Domain::new(
+                DomainKind::Estimate,
+                None,
+                SourceKind::Estimate,
+            )],
             stat,
             buf,
             start: Instant::now(),

@@ -1,6 +1,8 @@
 //! Placeholder: replaced by the real reader.
 
-use super::{Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind};
+use super::{
+    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
+};
 
 pub struct MsrSource {
     domains: Vec<Domain>,
@@ -8,7 +10,12 @@ pub struct MsrSource {
 
 impl MsrSource {
     pub fn open(_ctx: &OpenContext) -> Result<MsrSource, Unavailable> {
-        Err(Unavailable::new(SourceKind::Msr, UnavailableKind::NotPresent, "not implemented yet", None))
+        Err(Unavailable::new(
+            SourceKind::Msr,
+            UnavailableKind::NotPresent,
+            "not implemented yet",
+            None,
+        ))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Placeholder: replaced by the real reader.
 
-use super::{Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind};
+use super::{
+    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
+};
 
 pub struct PerfSource {
     domains: Vec<Domain>,
@@ -8,7 +10,12 @@ pub struct PerfSource {
 
 impl PerfSource {
     pub fn open(_ctx: &OpenContext) -> Result<PerfSource, Unavailable> {
-        Err(Unavailable::new(SourceKind::Perf, UnavailableKind::NotPresent, "not implemented yet", None))
+        Err(Unavailable::new(
+            SourceKind::Perf,
+            UnavailableKind::NotPresent,
+            "not implemented yet",
+            None,
+        ))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Placeholder: replaced by the real reader.
 
-use super::{Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind};
+use super::{
+    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
+};
 
 pub struct PowercapSource {
     domains: Vec<Domain>,
@@ -8,7 +10,12 @@ pub struct PowercapSource {
 
 impl PowercapSource {
     pub fn open(_ctx: &OpenContext) -> Result<PowercapSource, Unavailable> {
-        Err(Unavailable::new(SourceKind::Powercap, UnavailableKind::NotPresent, "not implemented yet", None))
+        Err(Unavailable::new(
+            SourceKind::Powercap,
+            UnavailableKind::NotPresent,
+            "not implemented yet",
+            None,
+        ))
     }
 }
 
