@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod baseline;
+<<<<<<< HEAD
 pub mod calibrate;
 pub mod cli;
 pub mod config;
@@ -19,3 +20,10 @@ pub mod sources;
 pub mod sysroot;
 pub mod topology;
 pub mod workload;
+=======
+pub mod counter;
+pub mod procs;
+pub mod sources;
+pub mod sysroot;
+pub mod topology;
+>>>>>>> procs

@@ -1,0 +1,364 @@
+//! The cgroup v2 method: the command runs in a fresh cgroup below joulerun's own, whose
+//! `cpu.stat` `usage_usec` counts every descendant exactly, short-lived or daemonised.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+
+use super::parse;
+use super::sys;
+
+/// Why the cgroup method cannot be used, and what the user can do about it.
+#[derive(Debug)]
+pub struct CgroupUnavailable {
+    pub why: String,
+    pub fix: String,
+}
+
+fn unavailable(why: String, fix: &str) -> CgroupUnavailable {
+    CgroupUnavailable {
+        why,
+        fix: fix.to_string(),
+    }
+}
+
+const FIX_PERM: &str = "run joulerun as root, or inside a delegated cgroup \
+    (e.g. `systemd-run --user --scope -p Delegate=yes joulerun ...`), or use --track proc";
+
+/// A page shared between joulerun and the forked child, where the child's pre-exec
+/// hook leaves the errno of a failed move (0: moved).
+struct SharedStatus {
+    ptr: *mut AtomicI32,
+}
+
+// SAFETY: the page is only ever accessed through atomic operations, and it stays
+// mapped until the last owner (behind an Arc) drops it.
+unsafe impl Send for SharedStatus {}
+// SAFETY: as above.
+unsafe impl Sync for SharedStatus {}
+
+impl SharedStatus {
+    fn new() -> io::Result<SharedStatus> {
+        // SAFETY: an anonymous shared mapping with no address hint; the result is
+        // checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // The mapping is zero-filled, page-aligned and large enough for an AtomicI32.
+        Ok(SharedStatus { ptr: p.cast() })
+    }
+
+    fn get(&self) -> &AtomicI32 {
+        // SAFETY: `ptr` points to a live, aligned, zero-initialised mapping owned by
+        // self; AtomicI32 has the same layout as i32.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl Drop for SharedStatus {
+    fn drop(&mut self) {
+        // SAFETY: the mapping was created in `new` with this length and nothing
+        // refers to it once the last owner is dropped.
+        unsafe {
+            libc::munmap(self.ptr.cast(), 4096);
+        }
+    }
+}
+
+/// What the child needs between fork and exec, prepared beforehand so the hook does
+/// not allocate.
+pub struct Hook {
+    procs: CString,
+    status: SharedStatus,
+}
+
+impl Hook {
+    /// Runs in the forked child (async-signal-safe: open, write, close, an atomic
+    /// store). A failure is recorded, not returned: the command still runs and
+    /// joulerun falls back to `/proc` tracking.
+    pub fn run(&self) {
+        // SAFETY: `procs` is a valid NUL-terminated path; the buffer passed to write
+        // is a static one-byte string. These calls are async-signal-safe.
+        let err = unsafe {
+            let fd = libc::open(self.procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                *libc::__errno_location()
+            } else {
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let e = if r == 1 { 0 } else { *libc::__errno_location() };
+                libc::close(fd);
+                e
+            }
+        };
+        self.status
+            .get()
+            .store(if err == 0 { 0 } else { err.max(1) }, Ordering::SeqCst);
+    }
+
+    /// The errno of the child's failed move, if it failed.
+    pub fn failure(&self) -> Option<i32> {
+        match self.status.get().load(Ordering::SeqCst) {
+            0 => None,
+            e => Some(e),
+        }
+    }
+}
+
+pub struct Cgroup {
+    pub dir: PathBuf,
+    /// joulerun's own cgroup, where survivors go back at the end.
+    own_dir: PathBuf,
+    usage_fd: OwnedFd,
+    base_usec: u64,
+    removed: bool,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn describe(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => "permission denied".to_string(),
+        Some(libc::EROFS) => "read-only file system".to_string(),
+        _ => e.to_string(),
+    }
+}
+
+fn write_pid(procs: &Path, pid: &str) -> io::Result<()> {
+    fs::write(procs, pid.as_bytes())
+}
+
+impl Cgroup {
+    /// Create the cgroup and check that a process can be moved into it and back.
+    pub fn create() -> Result<(Cgroup, Hook), CgroupUnavailable> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+            unavailable(
+                format!("cannot read /proc/self/mountinfo: {e}"),
+                "mount procfs, or use --track proc",
+            )
+        })?;
+        let Some((mount_root, mount_point)) = parse::find_cgroup2_mount(&mountinfo) else {
+            return Err(unavailable(
+                "no cgroup v2 hierarchy is mounted".to_string(),
+                "mount one (`mount -t cgroup2 none /sys/fs/cgroup`), or use --track proc",
+            ));
+        };
+        let own = fs::read_to_string("/proc/self/cgroup").map_err(|e| {
+            unavailable(
+                format!("cannot read /proc/self/cgroup: {e}"),
+                "use --track proc",
+            )
+        })?;
+        let Some(own_path) = parse::find_cgroup2_path(&own) else {
+            return Err(unavailable(
+                "/proc/self/cgroup has no cgroup v2 entry (0::)".to_string(),
+                "use --track proc",
+            ));
+        };
+        let Some(own_dir) = parse::cgroup_dir(&mount_root, &mount_point, &own_path) else {
+            return Err(unavailable(
+                format!(
+                    "joulerun's cgroup {own_path} is not visible under the cgroup v2 mount \
+                     at {mount_point}"
+                ),
+                "use --track proc",
+            ));
+        };
+        let own_dir = PathBuf::from(own_dir);
+        let pid = std::process::id();
+        let mut dir = PathBuf::new();
+        let mut made = false;
+        let mut last_err = None;
+        for _ in 0..16 {
+            let n = SEQ.fetch_add(1, Ordering::Relaxed);
+            dir = own_dir.join(format!("joulerun-{pid}-{n}"));
+            match fs::create_dir(&dir) {
+                Ok(()) => {
+                    made = true;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        if !made {
+            let why = match &last_err {
+                Some(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                    format!(
+                        "cgroup v2 at {} is not writable by this user",
+                        own_dir.display()
+                    )
+                }
+                Some(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                    format!("cgroup v2 at {mount_point} is mounted read-only")
+                }
+                Some(e) => format!("cannot create {}: {}", dir.display(), describe(e)),
+                None => format!("cannot find a free name under {}", own_dir.display()),
+            };
+            return Err(unavailable(why, FIX_PERM));
+        }
+        // From here on, the directory is removed on any failure (Drop).
+        let stat_path = dir.join("cpu.stat");
+        let usage_fd = match fs::File::open(&stat_path) {
+            Ok(f) => OwnedFd::from(f),
+            Err(e) => {
+                let _ = fs::remove_dir(&dir);
+                return Err(unavailable(
+                    format!("cannot open {}: {}", stat_path.display(), describe(&e)),
+                    "cgroup v2 CPU statistics need Linux 4.15 or later; use --track proc",
+                ));
+            }
+        };
+        let mut cg = Cgroup {
+            dir,
+            own_dir,
+            usage_fd,
+            base_usec: 0,
+            removed: false,
+        };
+        if cg.read_usage_usec().is_none() {
+            return Err(unavailable(
+                format!("{} has no usage_usec", stat_path.display()),
+                "use --track proc",
+            ));
+        }
+        // Check that moving works at all (delegation: the writer needs write access to
+        // the common ancestor's cgroup.procs, here joulerun's own cgroup; a threaded or
+        // otherwise restricted cgroup refuses): move joulerun itself in and back.
+        let procs = cg.dir.join("cgroup.procs");
+        let own_procs = cg.own_dir.join("cgroup.procs");
+        let me = pid.to_string();
+        if let Err(e) = write_pid(&procs, &me) {
+            return Err(unavailable(
+                format!(
+                    "cannot move processes into {}: {}",
+                    procs.display(),
+                    describe(&e)
+                ),
+                FIX_PERM,
+            ));
+        }
+        if let Err(e) = write_pid(&own_procs, &me) {
+            // Stuck in the new cgroup: keep it (it cannot be removed while joulerun
+            // is in it) and say so.
+            cg.removed = true;
+            return Err(unavailable(
+                format!(
+                    "moved joulerun into {} but could not move it back to {}: {}; \
+                     remove that cgroup by hand after joulerun exits",
+                    cg.dir.display(),
+                    own_procs.display(),
+                    describe(&e)
+                ),
+                "use --track proc",
+            ));
+        }
+        cg.base_usec = cg.read_usage_usec().unwrap_or(0);
+        let procs_c = CString::new(procs.as_os_str().as_bytes()).map_err(|_| {
+            unavailable(
+                format!("cgroup path {} contains a NUL byte", procs.display()),
+                "use --track proc",
+            )
+        })?;
+        let status = SharedStatus::new().map_err(|e| {
+            unavailable(
+                format!("cannot map a page shared with the child: {e}"),
+                "use --track proc",
+            )
+        })?;
+        Ok((
+            cg,
+            Hook {
+                procs: procs_c,
+                status,
+            },
+        ))
+    }
+
+    /// Cumulative `usage_usec` of the cgroup (no allocation).
+    pub fn read_usage_usec(&self) -> Option<u64> {
+        let mut buf = [0u8; 512];
+        let n = sys::pread_all(self.usage_fd.as_raw_fd(), &mut buf).ok()?;
+        parse::parse_cpu_stat_usage(&buf[..n])
+    }
+
+    /// CPU microseconds used in the cgroup since it was prepared.
+    pub fn used_usec(&self) -> Option<u64> {
+        self.read_usage_usec()
+            .map(|u| u.saturating_sub(self.base_usec))
+    }
+
+    /// The thread ids now in the cgroup (for the per-package split).
+    pub fn threads(&self, buf: &mut Vec<u8>, out: &mut Vec<i32>) {
+        out.clear();
+        let Ok(path) = CString::new(self.dir.join("cgroup.threads").as_os_str().as_bytes()) else {
+            return;
+        };
+        if sys::read_at_vec(libc::AT_FDCWD, &path, buf).is_ok() {
+            parse::for_each_number(buf, |t| out.push(t));
+        }
+    }
+
+    /// Move any surviving processes back to joulerun's own cgroup and remove this one.
+    pub fn remove(&mut self) -> Result<(), String> {
+        if self.removed {
+            return Ok(());
+        }
+        self.removed = true;
+        let procs = self.dir.join("cgroup.procs");
+        let own_procs = self.own_dir.join("cgroup.procs");
+        let mut last = Err(String::new());
+        for attempt in 0..50 {
+            if let Ok(text) = fs::read_to_string(&procs) {
+                for pid in text.split_ascii_whitespace() {
+                    // A process that exits meanwhile gives ESRCH: fine.
+                    let _ = write_pid(&own_procs, pid);
+                }
+            }
+            match fs::remove_dir(&self.dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => {
+                    last = Err(format!(
+                        "could not remove cgroup {}: {}",
+                        self.dir.display(),
+                        describe(&e)
+                    ));
+                    // EBUSY: processes still exiting (or a survivor that could not be
+                    // moved); give them a moment.
+                    if e.raw_os_error() != Some(libc::EBUSY) {
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(if attempt < 10 {
+                2
+            } else {
+                10
+            }));
+        }
+        last
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        let _ = self.remove();
+    }
+}

@@ -1,0 +1,741 @@
+//! The `/proc` method: which processes belong to the tree, and how much CPU time the
+//! tree has used, including processes that are gone.
+//!
+//! [`ProcTree`] is the pure bookkeeping (fed with parsed `stat` records, tested on
+//! fabricated data); [`Discovery`] does the per-tick reads that feed it.
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::parse::{PidStat, for_each_number, parse_pid_stat};
+use super::sys::{self, StackPath};
+
+/// One process of the tree as last seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tracked {
+    start: u64,
+    ppid: i32,
+    /// utime + stime + cutime + cstime at the last read, clock ticks.
+    last: u64,
+    /// Ticks that are not the tree's: the process's time when tracking began (attach),
+    /// plus the bases of reaped children whose time moved into `cutime`.
+    base: u64,
+    /// Generation of the last read that saw it.
+    seen: u64,
+}
+
+/// Where the time of a vanished process went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Into the `cutime`/`cstime` of a live tracked process (which reaped it).
+    Parent(i32),
+    /// Into joulerun's `RUSAGE_CHILDREN` (joulerun reaped it).
+    Rusage,
+    /// Nowhere we can see (reparented to init or an outside subreaper, or an
+    /// auto-reaping parent): its last-seen time is kept.
+    Lost,
+}
+
+/// The bookkeeping of the `/proc` method. All times in clock ticks.
+pub struct ProcTree {
+    tracked: HashMap<i32, Tracked>,
+    self_pid: i32,
+    /// joulerun is a child subreaper: a process whose parent is joulerun belongs to the
+    /// tree (an orphan of it), and its time arrives in `RUSAGE_CHILDREN` when reaped.
+    accept_self_children: bool,
+    /// Processes whose parent is joulerun are reaped by joulerun, so their final time
+    /// is in `RUSAGE_CHILDREN` (false in attach mode: nothing is joulerun's child).
+    self_children_in_rusage: bool,
+    /// A pid to accept as the root when first seen with joulerun as parent (the root
+    /// could not be read when tracking began).
+    pending_root: Option<i32>,
+    /// Attach mode: a process that started before this boot-relative tick existed
+    /// before tracking began, so its time so far is not the tree's.
+    preexisting_before: Option<u64>,
+    /// The next `apply` is the first read of an attach: everything seen is baseline.
+    baseline_next: bool,
+    /// Ticks of vanished processes whose time went nowhere we can see.
+    lost: u64,
+    /// Bases of processes that vanished into `RUSAGE_CHILDREN` (to subtract).
+    rusage_base: u64,
+    generation: u64,
+    candidates: Vec<PidStat>,
+    accepted: Vec<bool>,
+    vanished: Vec<(i32, Tracked)>,
+}
+
+impl ProcTree {
+    /// Tracking a command joulerun just spawned: all its time is the tree's.
+    pub fn spawned(self_pid: i32, reaper: bool) -> ProcTree {
+        ProcTree::new(self_pid, reaper, true, None)
+    }
+
+    /// Tracking an existing process (`-p`): only time used from now on counts.
+    /// `now_ticks`: the boot-relative clock tick of now (as `starttime` counts).
+    pub fn attached(self_pid: i32, now_ticks: u64) -> ProcTree {
+        let mut t = ProcTree::new(self_pid, false, false, Some(now_ticks));
+        t.baseline_next = true;
+        t
+    }
+
+    fn new(
+        self_pid: i32,
+        accept_self_children: bool,
+        self_children_in_rusage: bool,
+        preexisting_before: Option<u64>,
+    ) -> ProcTree {
+        ProcTree {
+            tracked: HashMap::new(),
+            self_pid,
+            accept_self_children,
+            self_children_in_rusage,
+            pending_root: None,
+            preexisting_before,
+            baseline_next: false,
+            lost: 0,
+            rusage_base: 0,
+            generation: 0,
+            candidates: Vec::new(),
+            accepted: Vec::new(),
+            vanished: Vec::new(),
+        }
+    }
+
+    /// Make `s` part of the tree regardless of its parent (the root).
+    pub fn seed(&mut self, s: &PidStat) {
+        let base = if self.is_preexisting(s) { s.total() } else { 0 };
+        self.tracked.insert(
+            s.pid,
+            Tracked {
+                start: s.starttime,
+                ppid: s.ppid,
+                last: s.total(),
+                base,
+                seen: self.generation,
+            },
+        );
+    }
+
+    /// The root could not be read yet: accept `pid` when it shows up as joulerun's child.
+    pub fn expect_root(&mut self, pid: i32) {
+        self.pending_root = Some(pid);
+    }
+
+    fn is_preexisting(&self, s: &PidStat) -> bool {
+        self.baseline_next || self.preexisting_before.is_some_and(|t| s.starttime < t)
+    }
+
+    pub fn is_tracked(&self, pid: i32) -> bool {
+        self.tracked.contains_key(&pid)
+    }
+
+    /// Is `pid` tracked with this start time?
+    #[cfg(test)]
+    pub fn is_tracked_as(&self, pid: i32, start: u64) -> bool {
+        self.tracked.get(&pid).is_some_and(|t| t.start == start)
+    }
+
+    pub fn tracked_pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tracked.keys().copied()
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// Feed one read: `obs` holds the `stat` of every tracked process still present,
+    /// and of any other process that might have joined. Processes tracked but absent
+    /// have vanished. Calls `rejected(pid)` for each observed process that is not in
+    /// the tree.
+    pub fn apply(&mut self, obs: &[PidStat], mut rejected: impl FnMut(i32)) {
+        self.generation += 1;
+        let cur = self.generation;
+        self.candidates.clear();
+        self.vanished.clear();
+        for s in obs {
+            match self.tracked.get_mut(&s.pid) {
+                Some(t) if t.start == s.starttime => {
+                    t.last = s.total().max(t.last);
+                    t.ppid = s.ppid;
+                    t.seen = cur;
+                }
+                Some(t) => {
+                    // PID reuse: the process we knew is gone; this is another one.
+                    let old = *t;
+                    self.tracked.remove(&s.pid);
+                    self.vanished.push((s.pid, old));
+                    self.candidates.push(*s);
+                }
+                None => self.candidates.push(*s),
+            }
+        }
+        // Accept candidates whose parent is in the tree, until nothing changes (a new
+        // child and its new grandchild may arrive in the same read, in any order).
+        self.accepted.clear();
+        self.accepted.resize(self.candidates.len(), false);
+        loop {
+            let mut changed = false;
+            for i in 0..self.candidates.len() {
+                if self.accepted[i] {
+                    continue;
+                }
+                let c = self.candidates[i];
+                let is_root = self.pending_root == Some(c.pid) && c.ppid == self.self_pid;
+                let parent_in_tree = self.tracked.contains_key(&c.ppid)
+                    && !self.vanished.iter().any(|(p, _)| *p == c.ppid);
+                let orphan_of_ours = self.accept_self_children && c.ppid == self.self_pid;
+                if is_root || parent_in_tree || orphan_of_ours {
+                    if is_root {
+                        self.pending_root = None;
+                    }
+                    let base = if self.is_preexisting(&c) {
+                        c.total()
+                    } else {
+                        0
+                    };
+                    self.tracked.insert(
+                        c.pid,
+                        Tracked {
+                            start: c.starttime,
+                            ppid: c.ppid,
+                            last: c.total(),
+                            base,
+                            seen: cur,
+                        },
+                    );
+                    self.accepted[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (c, ok) in self.candidates.iter().zip(&self.accepted) {
+            if !ok {
+                rejected(c.pid);
+            }
+        }
+        self.baseline_next = false;
+        // Tracked but not seen: vanished.
+        for (pid, t) in &self.tracked {
+            if t.seen != cur {
+                self.vanished.push((*pid, *t));
+            }
+        }
+        for (pid, _) in &self.vanished {
+            // A reused pid was already replaced (or dropped) above; only remove the
+            // entry when it is the vanished process itself.
+            if self.tracked.get(pid).is_some_and(|t| t.seen != cur) {
+                self.tracked.remove(pid);
+            }
+        }
+        for i in 0..self.vanished.len() {
+            let (_, v) = self.vanished[i];
+            match self.dest_of(v.ppid) {
+                Dest::Parent(p) => {
+                    if let Some(t) = self.tracked.get_mut(&p) {
+                        t.base += v.base;
+                    }
+                }
+                Dest::Rusage => self.rusage_base += v.base,
+                Dest::Lost => self.lost += v.last.saturating_sub(v.base),
+            }
+        }
+    }
+
+    /// Where the time of a process whose last-seen parent was `ppid` went: follow the
+    /// parent links through processes that vanished in the same read.
+    fn dest_of(&self, mut ppid: i32) -> Dest {
+        for _ in 0..=self.vanished.len() {
+            if ppid == self.self_pid && self.self_children_in_rusage {
+                return Dest::Rusage;
+            }
+            if self.tracked.contains_key(&ppid) {
+                return Dest::Parent(ppid);
+            }
+            match self.vanished.iter().find(|(p, _)| *p == ppid) {
+                Some((_, v)) => ppid = v.ppid,
+                None => return Dest::Lost,
+            }
+        }
+        Dest::Lost
+    }
+
+    /// The tree's ticks visible in `/proc`: live processes since tracking began plus
+    /// the lost ones. Add `RUSAGE_CHILDREN` (since tracking began) and subtract
+    /// [`ProcTree::rusage_base_ticks`] for the total.
+    pub fn proc_ticks(&self) -> u64 {
+        let live: u64 = self
+            .tracked
+            .values()
+            .map(|t| t.last.saturating_sub(t.base))
+            .sum();
+        live + self.lost
+    }
+
+    pub fn rusage_base_ticks(&self) -> u64 {
+        self.rusage_base
+    }
+
+    #[cfg(test)]
+    pub fn lost_ticks(&self) -> u64 {
+        self.lost
+    }
+}
+
+/// How new members of the tree are found each tick.
+enum Mode {
+    /// `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN): walk down from the
+    /// tracked processes; cost proportional to the tree.
+    Walk { seen: HashSet<i32>, queue: Vec<i32> },
+    /// List `/proc` and read the `stat` of processes not known yet (and of all of them
+    /// every `FULL_EVERY` reads, to notice a known outsider's pid reused by the tree).
+    Scan {
+        outsiders: HashMap<i32, u64>,
+        pids: Vec<i32>,
+    },
+}
+
+const FULL_EVERY: u64 = 20;
+
+/// Reads `/proc` for a [`ProcTree`].
+pub struct Discovery {
+    proc_fd: OwnedFd,
+    mode: Mode,
+    self_pid: i32,
+    include_self_children: bool,
+    reads: u64,
+    dent_buf: Vec<u8>,
+    text_buf: Vec<u8>,
+    tid_buf: Vec<i32>,
+    obs: Vec<PidStat>,
+}
+
+/// Does this kernel have `/proc/<pid>/task/<tid>/children`?
+pub fn children_files_available() -> bool {
+    let pid = std::process::id();
+    std::path::Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists()
+}
+
+impl Discovery {
+    pub fn new(self_pid: i32, include_self_children: bool) -> io::Result<Discovery> {
+        Discovery::with_mode(self_pid, include_self_children, children_files_available())
+    }
+
+    /// `walk`: use `children` files (they must exist), else scan `/proc`.
+    pub fn with_mode(
+        self_pid: i32,
+        include_self_children: bool,
+        walk: bool,
+    ) -> io::Result<Discovery> {
+        let proc_fd = sys::open_at(libc::AT_FDCWD, c"/proc", libc::O_RDONLY | libc::O_DIRECTORY)?;
+        let mode = if walk {
+            Mode::Walk {
+                seen: HashSet::new(),
+                queue: Vec::new(),
+            }
+        } else {
+            Mode::Scan {
+                outsiders: HashMap::new(),
+                pids: Vec::new(),
+            }
+        };
+        Ok(Discovery {
+            proc_fd,
+            mode,
+            self_pid,
+            include_self_children,
+            reads: 0,
+            dent_buf: Vec::new(),
+            text_buf: Vec::new(),
+            tid_buf: Vec::new(),
+            obs: Vec::new(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn is_walk(&self) -> bool {
+        matches!(self.mode, Mode::Walk { .. })
+    }
+
+    /// Read the `stat` of `pid`; `None` when it is gone or unreadable.
+    pub fn read_stat(&self, pid: i32) -> Option<PidStat> {
+        read_stat_at(self.proc_fd.as_raw_fd(), pid, None)
+    }
+
+    /// One read of the tree: refresh every tracked process, find new members, and
+    /// settle the vanished ones.
+    pub fn tick(&mut self, tree: &mut ProcTree) {
+        self.reads += 1;
+        self.obs.clear();
+        let dir = self.proc_fd.as_raw_fd();
+        match &mut self.mode {
+            Mode::Walk { seen, queue } => {
+                seen.clear();
+                queue.clear();
+                queue.extend(tree.tracked_pids());
+                if let Some(root) = tree.pending_root {
+                    queue.push(root);
+                }
+                if self.include_self_children {
+                    children_of(
+                        dir,
+                        self.self_pid,
+                        &mut self.dent_buf,
+                        &mut self.text_buf,
+                        &mut self.tid_buf,
+                        queue,
+                    );
+                }
+                let mut i = 0;
+                while i < queue.len() {
+                    let pid = queue[i];
+                    i += 1;
+                    if pid == self.self_pid || !seen.insert(pid) {
+                        continue;
+                    }
+                    let Some(s) = read_stat_at(dir, pid, None) else {
+                        continue;
+                    };
+                    self.obs.push(s);
+                    if s.num_threads <= 1 {
+                        let mut p = StackPath::new();
+                        p.num(pid as u64)
+                            .push(b"/task/")
+                            .num(pid as u64)
+                            .push(b"/children");
+                        if sys::read_at_vec(dir, p.as_cstr(), &mut self.text_buf).is_ok() {
+                            for_each_number(&self.text_buf, |c| queue.push(c));
+                        }
+                    } else {
+                        children_of(
+                            dir,
+                            pid,
+                            &mut self.dent_buf,
+                            &mut self.text_buf,
+                            &mut self.tid_buf,
+                            queue,
+                        );
+                    }
+                }
+                tree.apply(&self.obs, |_| {});
+            }
+            Mode::Scan { outsiders, pids } => {
+                let full = self.reads.is_multiple_of(FULL_EVERY);
+                pids.clear();
+                if sys::for_each_dirent(dir, &mut self.dent_buf, |name| {
+                    if let Some(p) = sys::parse_pid(name) {
+                        pids.push(p);
+                    }
+                })
+                .is_err()
+                {
+                    // /proc unreadable this time: skip the read rather than declare
+                    // every process vanished.
+                    return;
+                }
+                let reads = self.reads;
+                for &pid in pids.iter() {
+                    if pid == self.self_pid {
+                        continue;
+                    }
+                    if !full
+                        && !tree.is_tracked(pid)
+                        && let Some(r) = outsiders.get_mut(&pid)
+                    {
+                        *r = reads;
+                        continue;
+                    }
+                    if let Some(s) = read_stat_at(dir, pid, None) {
+                        self.obs.push(s);
+                    }
+                }
+                tree.apply(&self.obs, |p| {
+                    outsiders.insert(p, reads);
+                });
+                outsiders.retain(|_, r| *r == reads);
+            }
+        }
+    }
+}
+
+/// Push the children of every thread of `pid` onto `out`.
+fn children_of(
+    dir: i32,
+    pid: i32,
+    dent_buf: &mut Vec<u8>,
+    text_buf: &mut Vec<u8>,
+    tids: &mut Vec<i32>,
+    out: &mut Vec<i32>,
+) {
+    list_tids(dir, pid, dent_buf, tids);
+    for &tid in tids.iter() {
+        let mut p = StackPath::new();
+        p.num(pid as u64)
+            .push(b"/task/")
+            .num(tid as u64)
+            .push(b"/children");
+        if sys::read_at_vec(dir, p.as_cstr(), text_buf).is_ok() {
+            for_each_number(text_buf, |c| out.push(c));
+        }
+    }
+}
+
+/// The thread ids of `pid` (empty when it is gone).
+pub fn list_tids(dir: i32, pid: i32, dent_buf: &mut Vec<u8>, tids: &mut Vec<i32>) {
+    tids.clear();
+    let mut p = StackPath::new();
+    p.num(pid as u64).push(b"/task");
+    let Ok(fd) = sys::open_at(dir, p.as_cstr(), libc::O_RDONLY | libc::O_DIRECTORY) else {
+        return;
+    };
+    let _ = sys::for_each_dirent(fd.as_raw_fd(), dent_buf, |name| {
+        if let Some(t) = sys::parse_pid(name) {
+            tids.push(t);
+        }
+    });
+}
+
+/// Read and parse `/proc/<pid>/stat`, or `/proc/<pid>/task/<tid>/stat` with `tid`.
+pub fn read_stat_at(dir: i32, pid: i32, tid: Option<i32>) -> Option<PidStat> {
+    let mut p = StackPath::new();
+    p.num(pid as u64);
+    if let Some(t) = tid {
+        p.push(b"/task/").num(t as u64);
+    }
+    p.push(b"/stat");
+    let mut buf = [0u8; 2048];
+    let n = sys::read_at(dir, p.as_cstr(), &mut buf).ok()?;
+    parse_pid_stat(&buf[..n])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: i32 = 1000;
+
+    fn st(pid: i32, ppid: i32, start: u64, total: u64) -> PidStat {
+        PidStat {
+            pid,
+            ppid,
+            starttime: start,
+            utime: total,
+            num_threads: 1,
+            state: b'S',
+            ..PidStat::default()
+        }
+    }
+
+    fn with_cutime(mut s: PidStat, c: u64) -> PidStat {
+        s.cutime = c;
+        s
+    }
+
+    #[test]
+    fn children_join_and_grandchildren_in_any_order() {
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 5));
+        // Grandchild listed before its (new) parent; an outsider is rejected.
+        let mut rej = Vec::new();
+        t.apply(
+            &[
+                st(10, ME, 1, 6),
+                st(30, 20, 3, 2),
+                st(20, 10, 2, 1),
+                st(40, 1, 4, 99),
+            ],
+            |p| rej.push(p),
+        );
+        assert_eq!(rej, vec![40]);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.proc_ticks(), 6 + 2 + 1);
+    }
+
+    #[test]
+    fn reaped_child_moves_into_parent_without_double_count() {
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 4), st(20, 10, 2, 7)], |_| {});
+        assert_eq!(t.proc_ticks(), 11);
+        // 20 exits after using 2 more ticks and is reaped by 10: 10's cutime += 9.
+        t.apply(&[with_cutime(st(10, ME, 1, 5), 9)], |_| {});
+        assert_eq!(t.proc_ticks(), 14);
+        assert_eq!(t.lost_ticks(), 0);
+    }
+
+    #[test]
+    fn orphan_reparented_to_init_keeps_last_seen_time() {
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 1), st(20, 10, 2, 3)], |_| {});
+        // 10 exits (reaped by joulerun: RUSAGE_CHILDREN), 20 reparented to init.
+        t.apply(&[st(20, 1, 2, 8)], |_| {});
+        assert_eq!(t.proc_ticks(), 8);
+        // 20 exits, reaped by init: its last-seen 8 ticks are kept.
+        t.apply(&[], |_| {});
+        assert_eq!(t.lost_ticks(), 8);
+        assert_eq!(t.proc_ticks(), 8);
+    }
+
+    #[test]
+    fn chain_of_vanished_processes() {
+        // 20 reaped by 30, which was reaped by 10, all within one tick: 10's cutime
+        // holds both, nothing is lost.
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(
+            &[st(10, ME, 1, 0), st(30, 10, 2, 1), st(20, 30, 3, 1)],
+            |_| {},
+        );
+        t.apply(&[with_cutime(st(10, ME, 1, 0), 5)], |_| {});
+        assert_eq!(t.lost_ticks(), 0);
+        assert_eq!(t.proc_ticks(), 5);
+        // The same chain ending at an outsider: both last-seen times are lost-kept.
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(30, 1, 2, 0));
+        t.apply(&[st(30, 1, 2, 1), st(20, 30, 3, 4)], |_| {});
+        t.apply(&[], |_| {});
+        assert_eq!(t.lost_ticks(), 5);
+    }
+
+    #[test]
+    fn pid_reuse_is_a_new_process() {
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 0), st(20, 10, 2, 50)], |_| {});
+        assert_eq!(t.proc_ticks(), 50);
+        // Pid 20 now belongs to an outsider (other parent, other start time): the old
+        // 20 was reaped by 10 (cutime 60), the new one is rejected.
+        let mut rej = Vec::new();
+        t.apply(
+            &[with_cutime(st(10, ME, 1, 0), 60), st(20, 1, 900, 5)],
+            |p| rej.push(p),
+        );
+        assert_eq!(rej, vec![20]);
+        assert!(!t.is_tracked(20));
+        assert_eq!(t.proc_ticks(), 60);
+        // Reused by a tree member instead: it is counted from zero, not as a delta
+        // against the old process's 50.
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 0), st(20, 10, 2, 50)], |_| {});
+        t.apply(
+            &[with_cutime(st(10, ME, 1, 0), 55), st(20, 10, 700, 3)],
+            |_| {},
+        );
+        assert!(t.is_tracked_as(20, 700));
+        assert_eq!(t.proc_ticks(), 55 + 3);
+    }
+
+    #[test]
+    fn rusage_children_and_orphans_of_a_reaper() {
+        let mut t = ProcTree::spawned(ME, true);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 2), st(20, 10, 2, 3)], |_| {});
+        // 10 exits; 20 is reparented to joulerun (a subreaper) and stays tracked; a
+        // new orphan 25 (never seen under 10) also shows up under joulerun.
+        t.apply(&[st(20, ME, 2, 4), st(25, ME, 3, 1)], |_| {});
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.proc_ticks(), 5);
+        // Both reaped by joulerun: their time is RUSAGE_CHILDREN's now.
+        t.apply(&[], |_| {});
+        assert_eq!(t.proc_ticks(), 0);
+        assert_eq!(t.lost_ticks(), 0);
+        // Not a reaper: joulerun's other children are not the tree.
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        let mut rej = Vec::new();
+        t.apply(&[st(10, ME, 1, 0), st(11, ME, 2, 9)], |p| rej.push(p));
+        assert_eq!(rej, vec![11]);
+    }
+
+    #[test]
+    fn attach_counts_only_time_after_attaching() {
+        let mut t = ProcTree::attached(ME, 500);
+        t.seed(&st(10, 1, 100, 1000));
+        // First read: the existing child 20 is baseline too.
+        t.apply(&[st(10, 1, 100, 1010), st(20, 10, 200, 300)], |_| {});
+        assert_eq!(t.proc_ticks(), 10);
+        // 20 reaped by 10 after 5 more ticks: 10's cutime += 305; only 5 are new.
+        t.apply(&[with_cutime(st(10, 1, 100, 1012), 305)], |_| {});
+        assert_eq!(t.proc_ticks(), 12 + 5);
+        // A process that started before attaching but is found only now: baseline.
+        // One started after: counted in full.
+        t.apply(
+            &[
+                with_cutime(st(10, 1, 100, 1012), 305),
+                st(30, 10, 499, 40),
+                st(31, 10, 501, 7),
+            ],
+            |_| {},
+        );
+        assert_eq!(t.proc_ticks(), 17 + 7);
+        // The root vanishes (reaped by its outside parent): its time is kept.
+        t.apply(&[st(30, 1, 499, 41), st(31, 1, 501, 8)], |_| {});
+        assert_eq!(t.proc_ticks(), 12 + 5 + 1 + 8);
+    }
+
+    #[test]
+    fn pending_root() {
+        let mut t = ProcTree::spawned(ME, false);
+        t.expect_root(10);
+        t.apply(&[st(10, ME, 1, 3), st(11, ME, 2, 3)], |_| {});
+        assert!(t.is_tracked(10));
+        assert!(!t.is_tracked(11));
+    }
+
+    fn discovery_finds(walk: bool) {
+        use std::os::unix::process::CommandExt;
+        let me = std::process::id() as i32;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & sh -c 'sleep 5 & wait' & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let mut tree = ProcTree::spawned(me, false);
+        let mut disc = Discovery::with_mode(me, false, walk).unwrap();
+        assert_eq!(disc.is_walk(), walk);
+        match disc.read_stat(pid) {
+            Some(s) => tree.seed(&s),
+            None => tree.expect_root(pid),
+        }
+        // sh, 2 x sleep, sh, sleep.
+        let t = std::time::Instant::now();
+        while tree.len() < 5 && t.elapsed().as_secs() < 10 {
+            disc.tick(&mut tree);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let n = tree.len();
+        // SAFETY: kill has no memory-safety preconditions; the group is our child's.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.wait();
+        assert_eq!(n, 5, "walk={walk}");
+        // Everything vanished: nothing tracked, no panic.
+        // (The orphaned sleeps are reaped by init, which may take a moment.)
+        let t = std::time::Instant::now();
+        while tree.len() > 0 && t.elapsed().as_secs() < 10 {
+            disc.tick(&mut tree);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(tree.len(), 0);
+    }
+
+    #[test]
+    fn discovery_scan_finds_descendants() {
+        discovery_finds(false);
+    }
+
+    #[test]
+    fn discovery_walk_finds_descendants() {
+        if !children_files_available() {
+            eprintln!("skipped: this kernel has no /proc/<pid>/task/<tid>/children");
+            return;
+        }
+        discovery_finds(true);
+    }
+}
