@@ -321,7 +321,6 @@ pub struct Attributor {
 }
 
 impl Attributor {
-<<<<<<< HEAD
     /// * `domains`: the run's domains, in the order of [`TickInput::energy_j`].
     /// * `packages`: the distinct packages, ascending (`Topology::packages()`); a
     ///   domain's package index is the position of its socket in this list.
@@ -359,16 +358,6 @@ impl Attributor {
         let cpus: Vec<usize> = (0..packages.len())
             .map(|i| cpus_per_socket.get(i).copied().unwrap_or(0))
             .collect();
-=======
-    /// `baseline_w[i]`: the calibrated idle power of domain i, if any.
-    /// `package_index[i]`: the package index of domain i (None: machine-wide).
-    pub fn new(
-        domains: &[Domain],
-        baseline_w: Vec<Option<f64>>,
-        cpus_per_socket: Vec<usize>,
-    ) -> Attributor {
-        let _ = (baseline_w, cpus_per_socket);
->>>>>>> procs
         Attributor {
             domains: per_domain,
             package_index,

@@ -4,7 +4,6 @@
 
 pub mod attribution;
 pub mod baseline;
-<<<<<<< HEAD
 pub mod calibrate;
 pub mod cli;
 pub mod config;
@@ -20,10 +19,3 @@ pub mod sources;
 pub mod sysroot;
 pub mod topology;
 pub mod workload;
-=======
-pub mod counter;
-pub mod procs;
-pub mod sources;
-pub mod sysroot;
-pub mod topology;
->>>>>>> procs

@@ -40,16 +40,10 @@
 //! one place the root applies to `/proc`. [`MsrSource::open_with_cpu`] takes the CPU
 //! identity directly.
 
-<<<<<<< HEAD
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-=======
-use super::{
-    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
-};
->>>>>>> procs
 
 use super::{
     Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
@@ -260,7 +254,6 @@ pub struct MsrSource {
 }
 
 impl MsrSource {
-<<<<<<< HEAD
     /// Open the MSR devices of one CPU per package; the vendor comes from `/proc/cpuinfo`
     /// (see the module documentation for how the root applies to it).
     pub fn open(ctx: &OpenContext) -> Result<MsrSource, Unavailable> {
@@ -472,15 +465,6 @@ impl MsrSource {
     /// The MSR device files opened, one per package.
     pub fn device_paths(&self) -> Vec<&Path> {
         self.devices.iter().map(|d| d.path.as_path()).collect()
-=======
-    pub fn open(_ctx: &OpenContext) -> Result<MsrSource, Unavailable> {
-        Err(Unavailable::new(
-            SourceKind::Msr,
-            UnavailableKind::NotPresent,
-            "not implemented yet",
-            None,
-        ))
->>>>>>> procs
     }
 }
 

@@ -32,7 +32,6 @@
 //! writes `Joules` for RAPL). A missing `.unit` file is accepted, a missing or
 //! malformed `.scale` is [`UnavailableKind::Invalid`].
 
-<<<<<<< HEAD
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -614,11 +613,6 @@ struct OpenDomain {
     scale: f64,
     counters: Vec<PerfCounter>,
 }
-=======
-use super::{
-    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
-};
->>>>>>> procs
 
 pub struct PerfSource {
     domains: Vec<Domain>,
@@ -627,7 +621,6 @@ pub struct PerfSource {
 }
 
 impl PerfSource {
-<<<<<<< HEAD
     /// [`discover`] under `ctx.root`, then open every planned domain.
     pub fn open(ctx: &OpenContext) -> Result<PerfSource, Unavailable> {
         let plan = discover(&ctx.root, &ctx.topology)?;
@@ -688,15 +681,6 @@ impl PerfSource {
             open,
             notes,
         })
-=======
-    pub fn open(_ctx: &OpenContext) -> Result<PerfSource, Unavailable> {
-        Err(Unavailable::new(
-            SourceKind::Perf,
-            UnavailableKind::NotPresent,
-            "not implemented yet",
-            None,
-        ))
->>>>>>> procs
     }
 }
 

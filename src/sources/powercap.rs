@@ -30,16 +30,10 @@
 //! `open()` fails with EACCES and [`PowercapSource::open`] returns
 //! [`UnavailableKind::Permission`] with the fix (see [`permission_fix`]).
 
-<<<<<<< HEAD
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-=======
-use super::{
-    Domain, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable, UnavailableKind,
-};
->>>>>>> procs
 
 use super::{
     Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
@@ -416,7 +410,6 @@ pub struct PowercapSource {
 }
 
 impl PowercapSource {
-<<<<<<< HEAD
     /// Discover and open every RAPL zone under `<root>/sys/class/powercap`.
     ///
     /// Errors: no zones → [`UnavailableKind::NotPresent`]; no zone readable and at least
@@ -564,15 +557,6 @@ impl PowercapSource {
     /// The `energy_uj` file of the domain at `index`, for messages.
     pub fn energy_path(&self, index: usize) -> Option<&Path> {
         self.counters.get(index).map(|c| c.energy_path.as_path())
-=======
-    pub fn open(_ctx: &OpenContext) -> Result<PowercapSource, Unavailable> {
-        Err(Unavailable::new(
-            SourceKind::Powercap,
-            UnavailableKind::NotPresent,
-            "not implemented yet",
-            None,
-        ))
->>>>>>> procs
     }
 }
 
