@@ -128,8 +128,9 @@ pub struct RunArgs {
     #[arg(long, requires = "basepower")]
     pub force: bool,
 
-    /// Baseline file to write (--basepower) or use (runs).
-    #[arg(long, value_name = "FILE", env = "JOULERUN_BASELINE")]
+    /// Baseline file to write (--basepower) or use (runs) [default: $JOULERUN_BASELINE,
+    /// else $XDG_STATE_HOME/joulerun/baseline.json, else ~/.local/state/joulerun/baseline.json].
+    #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
 
     /// Do not use any baseline for this run.
