@@ -123,6 +123,8 @@ pub struct Cgroup {
     /// joulerun's own cgroup, where survivors go back at the end.
     own_dir: PathBuf,
     usage_fd: OwnedFd,
+    /// `<dir>/cgroup.threads`, NUL-terminated, for reads without allocation.
+    threads_path: CString,
     base_usec: u64,
     removed: bool,
 }
@@ -225,10 +227,13 @@ impl Cgroup {
                 ));
             }
         };
+        let threads_path =
+            CString::new(dir.join("cgroup.threads").as_os_str().as_bytes()).unwrap_or_default();
         let mut cg = Cgroup {
             dir,
             own_dir,
             usage_fd,
+            threads_path,
             base_usec: 0,
             removed: false,
         };
@@ -307,10 +312,7 @@ impl Cgroup {
     /// The thread ids now in the cgroup (for the per-package split).
     pub fn threads(&self, buf: &mut Vec<u8>, out: &mut Vec<i32>) {
         out.clear();
-        let Ok(path) = CString::new(self.dir.join("cgroup.threads").as_os_str().as_bytes()) else {
-            return;
-        };
-        if sys::read_at_vec(libc::AT_FDCWD, &path, buf).is_ok() {
+        if sys::read_at_vec(libc::AT_FDCWD, &self.threads_path, buf).is_ok() {
             parse::for_each_number(buf, |t| out.push(t));
         }
     }

@@ -292,14 +292,19 @@ enum Mode {
     /// tracked processes; cost proportional to the tree.
     Walk { seen: HashSet<i32>, queue: Vec<i32> },
     /// List `/proc` and read the `stat` of processes not known yet (and of all of them
-    /// every `FULL_EVERY` reads, to notice a known outsider's pid reused by the tree).
+    /// over `RECHECK_EVERY` reads, a slice of the known outsiders per read, to notice a
+    /// pid that died and was reused by the tree between two reads).
     Scan {
         outsiders: HashMap<i32, u64>,
         pids: Vec<i32>,
     },
 }
 
-const FULL_EVERY: u64 = 20;
+const RECHECK_EVERY: u64 = 50;
+
+/// Walk mode: how often the `children` of every thread (not only the main thread's)
+/// of multi-threaded processes are read.
+const ALL_THREADS_EVERY: u64 = 5;
 
 /// Reads `/proc` for a [`ProcTree`].
 pub struct Discovery {
@@ -380,15 +385,20 @@ impl Discovery {
                 if let Some(root) = tree.pending_root {
                     queue.push(root);
                 }
+                let all_threads = self.reads.is_multiple_of(ALL_THREADS_EVERY);
                 if self.include_self_children {
-                    children_of(
-                        dir,
-                        self.self_pid,
-                        &mut self.dent_buf,
-                        &mut self.text_buf,
-                        &mut self.tid_buf,
-                        queue,
-                    );
+                    if all_threads {
+                        children_of(
+                            dir,
+                            self.self_pid,
+                            &mut self.dent_buf,
+                            &mut self.text_buf,
+                            &mut self.tid_buf,
+                            queue,
+                        );
+                    } else {
+                        main_thread_children(dir, self.self_pid, &mut self.text_buf, queue);
+                    }
                 }
                 let mut i = 0;
                 while i < queue.len() {
@@ -401,15 +411,13 @@ impl Discovery {
                         continue;
                     };
                     self.obs.push(s);
-                    if s.num_threads <= 1 {
-                        let mut p = StackPath::new();
-                        p.num(pid as u64)
-                            .push(b"/task/")
-                            .num(pid as u64)
-                            .push(b"/children");
-                        if sys::read_at_vec(dir, p.as_cstr(), &mut self.text_buf).is_ok() {
-                            for_each_number(&self.text_buf, |c| queue.push(c));
-                        }
+                    // Every thread has its own `children` file. The main thread's is
+                    // read every time; the others' every `ALL_THREADS_EVERY` reads (a
+                    // child forked by another thread is found a little later; its time
+                    // is not lost meanwhile: a reaped child moves into its parent's
+                    // cutime, an orphan into joulerun's RUSAGE_CHILDREN).
+                    if s.num_threads <= 1 || !all_threads {
+                        main_thread_children(dir, pid, &mut self.text_buf, queue);
                     } else {
                         children_of(
                             dir,
@@ -424,7 +432,7 @@ impl Discovery {
                 tree.apply(&self.obs, |_| {});
             }
             Mode::Scan { outsiders, pids } => {
-                let full = self.reads.is_multiple_of(FULL_EVERY);
+                let slice = self.reads % RECHECK_EVERY;
                 pids.clear();
                 if sys::for_each_dirent(dir, &mut self.dent_buf, |name| {
                     if let Some(p) = sys::parse_pid(name) {
@@ -442,7 +450,7 @@ impl Discovery {
                     if pid == self.self_pid {
                         continue;
                     }
-                    if !full
+                    if pid as u64 % RECHECK_EVERY != slice
                         && !tree.is_tracked(pid)
                         && let Some(r) = outsiders.get_mut(&pid)
                     {
@@ -459,6 +467,18 @@ impl Discovery {
                 outsiders.retain(|_, r| *r == reads);
             }
         }
+    }
+}
+
+/// Push the children of the main thread of `pid` onto `out`.
+fn main_thread_children(dir: i32, pid: i32, text_buf: &mut Vec<u8>, out: &mut Vec<i32>) {
+    let mut p = StackPath::new();
+    p.num(pid as u64)
+        .push(b"/task/")
+        .num(pid as u64)
+        .push(b"/children");
+    if sys::read_at_vec(dir, p.as_cstr(), text_buf).is_ok() {
+        for_each_number(text_buf, |c| out.push(c));
     }
 }
 
@@ -737,5 +757,34 @@ mod tests {
             return;
         }
         discovery_finds(true);
+    }
+
+    /// Cost of one read in each mode (run with --release --ignored --nocapture).
+    #[test]
+    #[ignore]
+    fn discovery_cost() {
+        let me = std::process::id() as i32;
+        for walk in [false, true] {
+            if walk && !children_files_available() {
+                continue;
+            }
+            let mut tree = ProcTree::spawned(me, false);
+            let mut disc = Discovery::with_mode(me, false, walk).unwrap();
+            let s = disc.read_stat(1).unwrap();
+            tree.seed(&s);
+            for _ in 0..25 {
+                disc.tick(&mut tree);
+            }
+            let n = 500;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                disc.tick(&mut tree);
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+            eprintln!(
+                "walk={walk}: tree of {} processes (all of pid 1's), {us:.0} us/read",
+                tree.len()
+            );
+        }
     }
 }

@@ -1,0 +1,141 @@
+//! The per-tick cost of the CPU-time reads: heap allocations in steady state (counted
+//! by a wrapping allocator, so this is its own test binary) and time per read
+//! (printed; run with `--release` for meaningful numbers).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use joulerun::procs::{
+    MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeSetup, TreeTracker,
+};
+use joulerun::sysroot::SysRoot;
+use joulerun::topology::Topology;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// (allocations per read, microseconds per read) over `n` reads after a warm-up.
+fn measure(n: u32, mut f: impl FnMut()) -> (f64, f64) {
+    for _ in 0..5 {
+        f();
+    }
+    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    let a = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / n as f64;
+    (a, us)
+}
+
+/// A stable tree: a shell with two sleeping children and a grandchild.
+fn spawn_tree(setup: &TreeSetup) -> std::process::Child {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "sleep 30 & sleep 30 & sh -c 'sleep 30 & wait' & wait"])
+        .process_group(0);
+    let hook = setup.child_hook();
+    // SAFETY: the hook is async-signal-safe.
+    unsafe { cmd.pre_exec(hook) };
+    cmd.spawn().unwrap()
+}
+
+fn kill_tree(mut child: std::process::Child) {
+    // SAFETY: kill has no memory-safety preconditions; the group is our child's.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+fn tree_cost(req: TrackRequest, topo: &Topology, label: &str) -> Option<(f64, f64)> {
+    let setup = TreeSetup::prepare(req).ok()?;
+    let child = spawn_tree(&setup);
+    let mut tr = setup.into_tracker(child.id() as i32, true, topo);
+    // Let the tree form.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut c = TreeCpu::default();
+    let r = measure(200, || tr.sample(&mut c));
+    eprintln!(
+        "{label}: {:.2} allocations/read, {:.1} us/read ({:?})",
+        r.0,
+        r.1,
+        tr.method()
+    );
+    tr.finish();
+    kill_tree(child);
+    Some(r)
+}
+
+#[test]
+fn per_tick_cost() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let topo = Topology::read(&SysRoot::default());
+    let n = topo.cpu_package.len().max(2);
+    let two = Topology::from_packages((0..n).map(|c| Some((c % 2) as u32)).collect());
+
+    let mut m = MachineCpu::new(&topo).unwrap();
+    let mut s = MachineCpuSample::default();
+    let (a, us) = measure(500, || m.sample(&mut s));
+    eprintln!("MachineCpu: {a:.2} allocations/read, {us:.1} us/read");
+    assert_eq!(a, 0.0, "MachineCpu allocates per read");
+
+    let (a, us) = measure(500, || {
+        std::hint::black_box(joulerun::procs::self_cpu_s());
+    });
+    eprintln!("self_cpu_s: {a:.2} allocations/read, {us:.2} us/read");
+    assert_eq!(a, 0.0);
+
+    if let Some((a, _)) = tree_cost(TrackRequest::Cgroup, &topo, "cgroup, 1 package") {
+        assert_eq!(a, 0.0, "cgroup read allocates");
+    }
+    let (a, _) = tree_cost(TrackRequest::Proc, &topo, "proc, 1 package").unwrap();
+    assert_eq!(a, 0.0, "proc read allocates on a stable tree");
+    tree_cost(
+        TrackRequest::Cgroup,
+        &two,
+        "cgroup, 2 packages (per-thread split)",
+    );
+    tree_cost(
+        TrackRequest::Proc,
+        &two,
+        "proc, 2 packages (per-thread split)",
+    );
+
+    // Attach to a stable tree.
+    let setup = TreeSetup::prepare(TrackRequest::Proc).unwrap();
+    let child = spawn_tree(&setup);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut tr = TreeTracker::attach(child.id() as i32, &topo).unwrap();
+    let mut c = TreeCpu::default();
+    let (a, us) = measure(200, || tr.sample(&mut c));
+    eprintln!("attach (proc), 1 package: {a:.2} allocations/read, {us:.1} us/read");
+    assert_eq!(a, 0.0);
+    kill_tree(child);
+}
