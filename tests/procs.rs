@@ -50,14 +50,16 @@ fn close(got: f64, want: f64, procs: usize) -> bool {
     (got - want).abs() <= eps
 }
 
-fn spawn(setup: &TreeSetup, script: &str) -> Child {
+/// Start `sh -c script` in the setup's tracking and return its PID: the tests reap it
+/// themselves with wait4, to read its CPU time.
+fn spawn(setup: &TreeSetup, script: &str) -> i32 {
     let mut cmd = Command::new("sh");
     cmd.args(["-c", script]);
     let hook = setup.child_hook();
     // SAFETY: the hook only performs async-signal-safe calls (open/write/close and an
     // atomic store) on memory prepared before the fork.
     unsafe { cmd.pre_exec(hook) };
-    cmd.spawn().expect("spawn sh")
+    cmd.spawn().expect("spawn sh").id() as i32
 }
 
 fn cgroup_setup() -> Option<TreeSetup> {
@@ -141,8 +143,7 @@ fn cgroup_counts_a_busy_loop_exactly() {
     let Some(setup) = cgroup_setup() else { return };
     let dir = setup.cgroup_dir().unwrap().to_path_buf();
     assert!(dir.is_dir());
-    let child = spawn(&setup, &busy(300_000));
-    let pid = child.id() as i32;
+    let pid = spawn(&setup, &busy(300_000));
     let mut tr = setup.into_tracker(pid, false, &topo());
     assert_eq!(tr.method(), TrackMethod::Cgroup);
     assert!(tr.fallback_reason().is_none());
@@ -193,7 +194,7 @@ fn cgroup_counts_a_daemon_that_outlives_its_parent() {
     )
     .unwrap();
     // Double fork + setsid: the command exits at once, the daemon works afterwards.
-    let child = spawn(
+    let pid = spawn(
         &setup,
         &format!(
             "(setsid sh {} {} &) ; exit 0",
@@ -201,7 +202,6 @@ fn cgroup_counts_a_daemon_that_outlives_its_parent() {
             base.display()
         ),
     );
-    let pid = child.id() as i32;
     let mut tr = setup.into_tracker(pid, false, &topo());
     let parent_cpu = wait4_cpu(pid);
     let pidfile = base.with_extension("pid");
@@ -247,8 +247,7 @@ fn cgroup_move_failure_falls_back_to_proc() {
     let Some(setup) = cgroup_setup() else { return };
     // Sabotage: the cgroup disappears between prepare and spawn.
     std::fs::remove_dir(setup.cgroup_dir().unwrap()).unwrap();
-    let child = spawn(&setup, &busy(100_000));
-    let pid = child.id() as i32;
+    let pid = spawn(&setup, &busy(100_000));
     let mut tr = setup.into_tracker(pid, false, &topo());
     assert_eq!(tr.method(), TrackMethod::Proc);
     let why = tr.fallback_reason().unwrap().to_string();
@@ -271,8 +270,7 @@ fn proc_counts_hundreds_of_short_lived_children() {
          exec sleep 0.5",
         busy(20_000)
     );
-    let child = spawn(&setup, &script);
-    let pid = child.id() as i32;
+    let pid = spawn(&setup, &script);
     let mut tr = setup.into_tracker(pid, false, &topo());
     // Sample fast, through all the churn (vanishing processes mid-read are normal).
     let during = sample_until(&mut tr, Duration::from_millis(2), || comm(pid) == "sleep");
@@ -312,7 +310,7 @@ fn proc_counts_an_orphan_until_it_is_gone() {
         ),
     )
     .unwrap();
-    let child = spawn(
+    let pid = spawn(
         &setup,
         &format!(
             "(setsid sh {} {} & sleep 0.1) ; exit 0",
@@ -320,7 +318,6 @@ fn proc_counts_an_orphan_until_it_is_gone() {
             base.display()
         ),
     );
-    let pid = child.id() as i32;
     // The intermediate shell lives long enough for the orphan to be seen under it;
     // then it exits and the orphan is reparented to init. Not a subreaper: only what
     // /proc shows can be counted (an orphan whose parent dies before any read sees it
@@ -383,8 +380,7 @@ fn proc_counts_threads_and_splits_them_by_package() {
     let hook = setup.child_hook();
     // SAFETY: the hook is async-signal-safe (and a no-op for /proc tracking).
     unsafe { cmd.pre_exec(hook) };
-    let child = cmd.spawn().unwrap();
-    let pid = child.id() as i32;
+    let pid = cmd.spawn().unwrap().id() as i32; // reaped with wait4 below
     // Pretend CPUs alternate between two packages, to run the per-thread split.
     let n = topo().cpu_package.len().max(2);
     let fake = Topology::from_packages((0..n).map(|c| Some((c % 2) as u32)).collect());

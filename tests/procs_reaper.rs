@@ -55,8 +55,8 @@ fn run(req: TrackRequest) {
     let hook = setup.child_hook();
     // SAFETY: the hook is async-signal-safe.
     unsafe { cmd.pre_exec(hook) };
-    let child = cmd.spawn().unwrap();
-    let root = child.id() as i32;
+    // Reaped with waitpid(-1) below, as the runner does.
+    let root = cmd.spawn().unwrap().id() as i32;
     let topo = Topology::read(&SysRoot::default());
     let mut tr = setup.into_tracker(root, true, &topo);
     assert_eq!(tr.method(), method);
