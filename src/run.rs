@@ -416,7 +416,14 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
             sampler.start();
             let pid = workload::spawn(command, hook)?;
             if let Some(s) = setup {
-                tracker = Some(s.into_tracker(pid.as_raw(), true, &ctx.topology));
+                let t = s.into_tracker(pid.as_raw(), true, &ctx.topology);
+                // The move into the cgroup can still fail in the child: then /proc.
+                if let Some(why) = t.fallback_reason()
+                    && !warnings.iter().any(|w| w == why)
+                {
+                    warnings.push(why.to_string());
+                }
+                tracker = Some(t);
             }
             Workload::Child { pid }
         }
