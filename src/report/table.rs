@@ -195,7 +195,7 @@ fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
         "joulerun itself".to_string(),
         format!("{}{est}", fmt_joules(m.overhead_j)),
         format!(
-            "{} s CPU, not charged to the command",
+            "{} s CPU while sampling, not charged to the command",
             sig(m.overhead_cpu_s, 2)
         ),
     ]);
