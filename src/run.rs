@@ -24,7 +24,6 @@ use crate::report::{
 use crate::sampler::Sampler;
 use crate::sources::{self, OpenContext, Source, SourceKind, UnavailableKind};
 use crate::sysroot::SysRoot;
-use crate::topology::Topology;
 use crate::workload::{self, Exit, Signals};
 
 /// Build the context every source opens from.
@@ -39,11 +38,9 @@ pub fn open_context(sysfs_root: Option<&Path>, cpu_watts: Option<&str>) -> Resul
             root.root().display()
         )));
     }
-    let topology = Topology::read(&root);
     Ok(OpenContext {
-        root,
-        topology,
         cpu_watts: config::parse_cpu_watts(cpu_watts)?,
+        ..OpenContext::for_root(root)
     })
 }
 

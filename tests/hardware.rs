@@ -271,6 +271,17 @@ fn run_unprivileged(root: &Path, args: &[&str]) -> Option<Output> {
     ] {
         f.chmod_energy(id, mode).unwrap();
     }
+    // A root-only MSR device as well (crw------- on real machines).
+    write_cpuinfo(root, "GenuineIntel", 6, 0x8C).unwrap();
+    let m = FakeMsr::new(root).unwrap();
+    m.add_cpu(0)
+        .unwrap()
+        .set(0, MSR_RAPL_POWER_UNIT, FakeMsr::unit_register(14))
+        .unwrap()
+        .set(0, MSR_PKG_ENERGY_STATUS, 1000)
+        .unwrap();
+    let dev_mode = if root_user { 0o600 } else { 0o000 };
+    std::fs::set_permissions(m.msr_path(0), std::fs::Permissions::from_mode(dev_mode)).unwrap();
     let mut cmd = bin(root);
     cmd.args(args);
     if root_user {
@@ -346,6 +357,55 @@ fn root_only_powercap_with_source_powercap_fails_before_the_command_starts() {
     assert!(e.contains("permission denied"), "{e}");
     assert!(e.contains("fix:"), "{e}");
     assert!(!marker.exists());
+}
+
+#[test]
+fn list_gives_each_permission_failure_its_own_reason_and_fix() {
+    let t = tempfile::tempdir().unwrap();
+    let Some(o) = run_unprivileged(t.path(), &["list", "--json"]) else {
+        return;
+    };
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j = json(&o);
+    let iface = |name: &str| {
+        j["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["source"] == name)
+            .unwrap()
+            .clone()
+    };
+    let pc = iface("powercap");
+    assert_eq!(pc["problem"]["kind"], "permission", "{pc}");
+    assert!(
+        pc["problem"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Linux 5.10")
+    );
+    assert!(pc["problem"]["fix"].as_str().unwrap().contains("chmod"));
+    let msr = iface("msr");
+    assert_eq!(msr["problem"]["kind"], "permission", "{msr}");
+    assert!(
+        msr["problem"]["fix"]
+            .as_str()
+            .unwrap()
+            .contains("CAP_SYS_RAWIO")
+    );
+    assert_eq!(j["would_use"], "estimate");
+
+    let Some(o) = run_unprivileged(t.path(), &["list"]) else {
+        return;
+    };
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("no access"), "{out}");
+    assert!(out.contains("would use: estimate"), "{out}");
 }
 
 #[test]

@@ -6,21 +6,14 @@ use std::time::Duration;
 use joulerun::counter::Accumulator;
 use joulerun::fakehw::{CounterDriver, DrivenCounter, FakeMsr, write_cpuinfo, write_topology};
 use joulerun::sources::DomainKind::{self, *};
-use joulerun::sources::estimate::CpuWatts;
 use joulerun::sources::msr::*;
 use joulerun::sources::{
     OpenContext, ReadError, Reading, Source, SourceKind, UnavailableKind, Wrap,
 };
 use joulerun::sysroot::SysRoot;
-use joulerun::topology::Topology;
 
 fn ctx(root: &Path) -> OpenContext {
-    let root = SysRoot::new(root);
-    OpenContext {
-        topology: Topology::read(&root),
-        root,
-        cpu_watts: CpuWatts::default(),
-    }
+    OpenContext::for_root(SysRoot::new(root))
 }
 
 fn list(s: &MsrSource) -> Vec<(String, DomainKind, Option<u32>)> {
@@ -304,12 +297,7 @@ fn real_root_without_msr_device_is_module_missing() {
             return;
         }
     }
-    let root = SysRoot::default();
-    let ctx = OpenContext {
-        topology: Topology::read(&root),
-        root,
-        cpu_watts: CpuWatts::default(),
-    };
+    let ctx = OpenContext::for_root(SysRoot::default());
     let u = MsrSource::open(&ctx).unwrap_err();
     assert_eq!(u.kind, UnavailableKind::ModuleMissing, "{u:?}");
     assert!(u.reason.starts_with("no /dev/cpu/"), "{}", u.reason);

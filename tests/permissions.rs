@@ -14,23 +14,16 @@ use std::path::Path;
 use std::process::Command;
 
 use joulerun::fakehw::{FakeMsr, FakePowercap, write_cpuinfo};
-use joulerun::sources::estimate::CpuWatts;
 use joulerun::sources::msr::{MSR_RAPL_POWER_UNIT, MsrSource};
 use joulerun::sources::powercap::PowercapSource;
 use joulerun::sources::{OpenContext, UnavailableKind};
 use joulerun::sysroot::SysRoot;
-use joulerun::topology::Topology;
 
 const CHILD_ENV: &str = "JOULERUN_TEST_UNPRIVILEGED_ROOT";
 const CHILD_OK: &str = "unprivileged-child-checks-passed";
 
 fn ctx(root: &Path) -> OpenContext {
-    let root = SysRoot::new(root);
-    OpenContext {
-        topology: Topology::read(&root),
-        root,
-        cpu_watts: CpuWatts::default(),
-    }
+    OpenContext::for_root(SysRoot::new(root))
 }
 
 fn check_powercap(root: &Path) {

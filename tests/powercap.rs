@@ -7,21 +7,14 @@ use joulerun::counter::Accumulator;
 use joulerun::fakehw::{
     AMD_RANGE_UJ, CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
 };
-use joulerun::sources::estimate::CpuWatts;
 use joulerun::sources::powercap::PowercapSource;
 use joulerun::sources::{
     DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, UnavailableKind, Wrap,
 };
 use joulerun::sysroot::SysRoot;
-use joulerun::topology::Topology;
 
 fn ctx(root: &Path) -> OpenContext {
-    let root = SysRoot::new(root);
-    OpenContext {
-        topology: Topology::read(&root),
-        root,
-        cpu_watts: CpuWatts::default(),
-    }
+    OpenContext::for_root(SysRoot::new(root))
 }
 
 fn list(s: &PowercapSource) -> Vec<(String, DomainKind, Option<u32>)> {

@@ -265,6 +265,18 @@ pub struct OpenContext {
     pub cpu_watts: estimate::CpuWatts,
 }
 
+impl OpenContext {
+    /// The context for a hardware root: its topology read from it, the estimate's default
+    /// coefficients.
+    pub fn for_root(root: SysRoot) -> OpenContext {
+        OpenContext {
+            topology: Topology::read(&root),
+            root,
+            cpu_watts: estimate::CpuWatts::default(),
+        }
+    }
+}
+
 /// Open one interface.
 pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unavailable> {
     Ok(match kind {
