@@ -172,6 +172,16 @@ where
 
 /// The message and exit status for a command that could not be started.
 pub fn spawn_error(prog: &OsString, e: &io::Error) -> Error {
+    let mut err = spawn_error_plain(prog, e);
+    if prog == "list" {
+        err.message.push_str(
+            "\n  (to list energy interfaces, give options after the subcommand: `joulerun list --sysfs-root DIR`)",
+        );
+    }
+    err
+}
+
+fn spawn_error_plain(prog: &OsString, e: &io::Error) -> Error {
     let name = prog.to_string_lossy();
     let has_slash = name.contains('/');
     match e.kind() {
