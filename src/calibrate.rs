@@ -8,12 +8,10 @@ use comfy_table::{CellAlignment, Table, presets};
 
 use crate::baseline::{self, Baseline, BusyVerdict, Calibration, MachineIdentity};
 use crate::cli::RunArgs;
-use crate::config;
 use crate::error::{Error, Result};
 use crate::procs::{MachineCpu, MachineCpuSample};
 use crate::report::sig;
-use crate::run::{Ended, Workload, drive, open_context, open_cpu_source};
-use crate::sampler::Sampler;
+use crate::run::{Ended, Prepared, Workload, drive, prepare_sampler};
 use crate::sources::SourceKind;
 use crate::workload::Signals;
 
@@ -28,31 +26,22 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
             "invalid --duration {d}: give seconds between {MIN_DURATION_S} and {MAX_DURATION_S} (the default is 10)"
         )));
     }
-    let interval_ms = config::parse_interval(args.interval)?;
-    let only = config::parse_domains(&args.domains)?;
-    let ctx = open_context(
-        args.common.sysfs_root.as_deref(),
-        args.common.cpu_watts.as_deref(),
-    )?;
     let path = args.baseline.clone().or_else(baseline::default_path).ok_or_else(|| {
         Error::usage(
             "no place to store the baseline: HOME and XDG_STATE_HOME are unset; give --baseline FILE or set JOULERUN_BASELINE",
         )
     })?;
-    let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
-    let interface = source.kind();
-    warnings.extend(source.warnings().iter().cloned());
+    let Prepared {
+        ctx,
+        mut sampler,
+        mut warnings,
+        interval_ms,
+    } = prepare_sampler(args)?;
+    let interface = sampler.domains()[0].source;
     if interface == SourceKind::Estimate {
         warnings.push(
             "calibrating the estimate measures the model's idle coefficient, not the machine: a baseline is only meaningful with real counters".to_string(),
         );
-    }
-    let mut sampler = Sampler::new(vec![source], &only);
-    if sampler.domains().is_empty() {
-        return Err(Error::failure(format!(
-            "-e/--domains {} matches no domain of this machine's energy interface",
-            args.domains.join(",")
-        )));
     }
     let already_shown = warnings.len();
     let mut err = io::stderr().lock();

@@ -161,8 +161,8 @@ impl TreeSetup {
             .as_ref()
             .and_then(|fd| tree::read_stat_at(fd.as_raw_fd(), pid, None))
             .map(|s| s.starttime);
-        let (method, inner) = match cg {
-            Some(cg) => (TrackMethod::Cgroup, Inner::Cgroup(cg)),
+        let inner = match cg {
+            Some(cg) => Inner::Cgroup(cg),
             None => {
                 let self_pid = std::process::id() as i32;
                 let mut tree = tree::ProcTree::spawned(self_pid, reaper);
@@ -171,33 +171,16 @@ impl TreeSetup {
                     Some(s) => tree.seed(&s),
                     None => tree.expect_root(pid),
                 }
-                (
-                    TrackMethod::Proc,
-                    Inner::Proc {
-                        tree: Box::new(tree),
-                        disc,
-                        rusage_base_us: Some(self.rusage_base_us),
-                    },
-                )
+                Inner::Proc {
+                    tree: Box::new(tree),
+                    disc,
+                    rusage_base_us: Some(self.rusage_base_us),
+                }
             }
         };
-        TreeTracker {
-            method,
-            fallback_reason,
-            inner,
-            split,
-            npkg,
-            hz: sys::clock_ticks_per_s() as f64,
-            root: pid,
-            root_start,
-            total_s: 0.0,
-            per_socket: vec![0.0; npkg],
-            proc_fd,
-            dent_buf: Vec::new(),
-            text_buf: Vec::new(),
-            tids: Vec::new(),
-            pids: Vec::new(),
-        }
+        let mut t = TreeTracker::new(inner, split, npkg, pid, root_start, proc_fd);
+        t.fallback_reason = fallback_reason;
+        t
     }
 }
 
@@ -236,7 +219,6 @@ enum Inner {
 }
 
 pub struct TreeTracker {
-    method: TrackMethod,
     fallback_reason: Option<String>,
     inner: Inner,
     split: Option<split::SocketSplit>,
@@ -266,6 +248,32 @@ fn boot_ticks_now(hz: u64) -> u64 {
 }
 
 impl TreeTracker {
+    fn new(
+        inner: Inner,
+        split: Option<split::SocketSplit>,
+        npkg: usize,
+        root: i32,
+        root_start: Option<u64>,
+        proc_fd: Option<OwnedFd>,
+    ) -> TreeTracker {
+        TreeTracker {
+            fallback_reason: None,
+            inner,
+            split,
+            npkg,
+            hz: sys::clock_ticks_per_s() as f64,
+            root,
+            root_start,
+            total_s: 0.0,
+            per_socket: vec![0.0; npkg],
+            proc_fd,
+            dent_buf: Vec::new(),
+            text_buf: Vec::new(),
+            tids: Vec::new(),
+            pids: Vec::new(),
+        }
+    }
+
     /// `-p PID`: follow an existing process and its descendants through `/proc`.
     /// Only CPU time used from now on counts (for the process and for descendants
     /// that already exist).
@@ -296,27 +304,12 @@ impl TreeTracker {
         let split = (npkg > 1).then(|| split::SocketSplit::new(pkg_of_cpu, npkg, Some(now)));
         let proc_fd =
             sys::open_at(libc::AT_FDCWD, c"/proc", libc::O_RDONLY | libc::O_DIRECTORY).ok();
-        let mut t = TreeTracker {
-            method: TrackMethod::Proc,
-            fallback_reason: None,
-            inner: Inner::Proc {
-                tree: Box::new(tree),
-                disc: Some(disc),
-                rusage_base_us: None,
-            },
-            split,
-            npkg,
-            hz: hz as f64,
-            root: pid,
-            root_start: Some(st.starttime),
-            total_s: 0.0,
-            per_socket: vec![0.0; npkg],
-            proc_fd,
-            dent_buf: Vec::new(),
-            text_buf: Vec::new(),
-            tids: Vec::new(),
-            pids: Vec::new(),
+        let inner = Inner::Proc {
+            tree: Box::new(tree),
+            disc: Some(disc),
+            rusage_base_us: None,
         };
+        let mut t = TreeTracker::new(inner, split, npkg, pid, Some(st.starttime), proc_fd);
         // The first read takes the baseline: everything that exists now.
         let mut scratch = TreeCpu::default();
         t.sample(&mut scratch);
@@ -324,7 +317,10 @@ impl TreeTracker {
     }
 
     pub fn method(&self) -> TrackMethod {
-        self.method
+        match self.inner {
+            Inner::Cgroup(_) => TrackMethod::Cgroup,
+            Inner::Proc { .. } => TrackMethod::Proc,
+        }
     }
 
     /// Why the cgroup method was not used, if it was wanted (set by `prepare`, or

@@ -99,6 +99,41 @@ pub fn open_cpu_source(
     ))
 }
 
+/// What runs and calibration share: the settings, the hardware context, the CPU energy
+/// source in a sampler, and the warnings from opening it.
+pub(crate) struct Prepared {
+    pub ctx: OpenContext,
+    pub sampler: Sampler,
+    pub warnings: Vec<String>,
+    pub interval_ms: u64,
+}
+
+/// Parse the interval and domains, open the source (`--source`, or `auto`) and put it in
+/// a sampler. An `-e` that leaves no domain is an error.
+pub(crate) fn prepare_sampler(args: &RunArgs) -> Result<Prepared> {
+    let interval_ms = config::parse_interval(args.interval)?;
+    let only = config::parse_domains(&args.domains)?;
+    let ctx = open_context(
+        args.common.sysfs_root.as_deref(),
+        args.common.cpu_watts.as_deref(),
+    )?;
+    let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
+    warnings.extend(source.warnings().iter().cloned());
+    let sampler = Sampler::new(vec![source], &only);
+    if sampler.domains().is_empty() {
+        return Err(Error::failure(format!(
+            "-e/--domains {} matches no domain of this machine's energy interface (`joulerun list` shows them)",
+            args.domains.join(",")
+        )));
+    }
+    Ok(Prepared {
+        ctx,
+        sampler,
+        warnings,
+        interval_ms,
+    })
+}
+
 /// An output named on the command line: a file, or stdout for `-`.
 fn open_output(path: &Path, what: &str) -> Result<Box<dyn Write>> {
     if path == Path::new("-") {
@@ -303,23 +338,13 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
             "-p/--pid attaches to a running process: give no command with it",
         ));
     }
-    let interval_ms = config::parse_interval(args.interval)?;
     let price = config::parse_price(args.price.as_deref(), args.currency.as_deref())?;
-    let only = config::parse_domains(&args.domains)?;
-    let ctx = open_context(
-        args.common.sysfs_root.as_deref(),
-        args.common.cpu_watts.as_deref(),
-    )?;
-
-    let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
-    warnings.extend(source.warnings().iter().cloned());
-    let mut sampler = Sampler::new(vec![source], &only);
-    if sampler.domains().is_empty() {
-        return Err(Error::failure(format!(
-            "-e/--domains {} matches no domain of this machine's energy interface (`joulerun list` shows them)",
-            args.domains.join(",")
-        )));
-    }
+    let Prepared {
+        ctx,
+        mut sampler,
+        mut warnings,
+        interval_ms,
+    } = prepare_sampler(args)?;
 
     let mut outputs = Outputs {
         report: match &args.output {

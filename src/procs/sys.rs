@@ -73,19 +73,12 @@ pub fn open_at(dir: RawFd, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `pread` from offset 0 until `buf` is full or end of file. Returns bytes read.
-pub fn pread_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// Call `step(tail, filled)` until `buf` is full or it returns 0 (end of file), retrying
+/// on EINTR. `step` performs one read into the unfilled tail and returns its result.
+fn fill(buf: &mut [u8], mut step: impl FnMut(&mut [u8], usize) -> isize) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let r = unsafe {
-            libc::pread(
-                fd,
-                buf[n..].as_mut_ptr().cast(),
-                buf.len() - n,
-                n as libc::off_t,
-            )
-        };
+        let r = step(&mut buf[n..], n);
         if r < 0 {
             let e = last_err();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -99,6 +92,14 @@ pub fn pread_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         n += r as usize;
     }
     Ok(n)
+}
+
+/// `pread` from offset 0 until `buf` is full or end of file. Returns bytes read.
+pub fn pread_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    fill(buf, |tail, off| {
+        // SAFETY: the pointer and length describe `tail`, the unfilled part of `buf`.
+        unsafe { libc::pread(fd, tail.as_mut_ptr().cast(), tail.len(), off as libc::off_t) }
+    })
 }
 
 /// Read a whole (small, procfs or cgroupfs) file at `rel` under `dir` into `buf`.
@@ -111,23 +112,10 @@ pub fn read_at(dir: RawFd, rel: &CStr, buf: &mut [u8]) -> io::Result<usize> {
 /// Sequential read until `buf` is full or end of file (procfs files that do not
 /// support `pread` offsets consistently, such as `children`).
 pub fn read_fd_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-        let r = unsafe { libc::read(fd, buf[n..].as_mut_ptr().cast(), buf.len() - n) };
-        if r < 0 {
-            let e = last_err();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            break;
-        }
-        n += r as usize;
-    }
-    Ok(n)
+    fill(buf, |tail, _| {
+        // SAFETY: the pointer and length describe `tail`, the unfilled part of `buf`.
+        unsafe { libc::read(fd, tail.as_mut_ptr().cast(), tail.len()) }
+    })
 }
 
 /// Read a whole file at `rel` under `dir` into the growable `buf` (cleared first;
