@@ -3,13 +3,16 @@
 //! time (a lock) and expect a machine that is otherwise mostly idle, as CI is.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use joulerun::fakehw::{
     CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
 };
+
+mod common;
+use common::json;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -52,23 +55,10 @@ impl Machine {
     }
 
     fn bin(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
-        c.env("JOULERUN_SYSFS_ROOT", self.root())
-            .env("JOULERUN_BASELINE", self.baseline())
-            .env_remove("JOULERUN_SOURCE")
-            .stdin(Stdio::null());
+        let mut c = common::joulerun(self.root(), &self.root().join("state"));
+        c.env("JOULERUN_BASELINE", self.baseline());
         c
     }
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): {} / {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 fn f(v: &serde_json::Value) -> f64 {

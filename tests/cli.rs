@@ -9,28 +9,19 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
+
+mod common;
 use nix::unistd::Pid;
 
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
     let root = std::env::temp_dir().join("joulerun-empty-root");
     std::fs::create_dir_all(&root).unwrap();
-    c.env("JOULERUN_SYSFS_ROOT", root);
-    c.env_remove("JOULERUN_PRICE");
-    c.env_remove("JOULERUN_CURRENCY");
-    c.env_remove("JOULERUN_SOURCE");
-    c.env_remove("JOULERUN_CPU_WATTS");
     // No baseline from the developer's own state directory.
-    c.env(
-        "XDG_STATE_HOME",
-        std::env::temp_dir().join("joulerun-no-state"),
-    );
-    c.env_remove("JOULERUN_BASELINE");
-    c
+    common::joulerun(&root, &std::env::temp_dir().join("joulerun-no-state"))
 }
 
 fn run(args: &[&str]) -> Output {
-    bin().args(args).stdin(Stdio::null()).output().unwrap()
+    bin().args(args).output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -310,7 +301,7 @@ fn estimate_is_labelled_everywhere() {
     assert!(e.contains("total (estimated)"), "{e}");
     assert!(e.contains("(estimated)"), "{e}");
 
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j: serde_json::Value = common::json(&o);
     assert_eq!(j["schema_version"], 1);
     assert_eq!(j["estimated"], true);
     assert_eq!(j["total"]["estimated"], true);
@@ -364,7 +355,7 @@ fn price_and_currency_from_flags_and_environment() {
         .env("JOULERUN_CURRENCY", "USD")
         .output()
         .unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j: serde_json::Value = common::json(&o);
     assert_eq!(j["cost"]["price_per_kwh"], 0.5);
     assert_eq!(j["cost"]["currency"], "USD");
     // The flag wins over the environment.
@@ -373,7 +364,7 @@ fn price_and_currency_from_flags_and_environment() {
         .env("JOULERUN_PRICE", "0.5")
         .output()
         .unwrap();
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j: serde_json::Value = common::json(&o);
     assert_eq!(j["cost"]["price_per_kwh"], 0.1);
     assert!(stderr(&o).contains("at 0.100 EUR/kWh"), "{}", stderr(&o));
 }
@@ -404,7 +395,7 @@ fn list_on_a_machine_without_counters() {
         assert!(out.contains(needle), "{needle}: {out}");
     }
     let o = run(&["list", "--json"]);
-    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let j: serde_json::Value = common::json(&o);
     assert_eq!(j["would_use"], "estimate");
     assert_eq!(j["would_use_is_estimate"], true);
     assert_eq!(j["interfaces"].as_array().unwrap().len(), 4);

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use joulerun::fakehw::{
     CounterDriver, DrivenCounter, FakeMsr, FakePowercap, INTEL_RANGE_UJ, write_cpuinfo,
@@ -13,26 +13,11 @@ use joulerun::fakehw::{
 };
 use joulerun::sources::msr::{MSR_PKG_ENERGY_STATUS, MSR_RAPL_POWER_UNIT};
 
-fn bin(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
-    c.env("JOULERUN_SYSFS_ROOT", root)
-        .env("XDG_STATE_HOME", root.join("state"))
-        .env_remove("JOULERUN_BASELINE")
-        .env_remove("JOULERUN_SOURCE")
-        .env_remove("JOULERUN_PRICE")
-        .env_remove("JOULERUN_CURRENCY")
-        .stdin(Stdio::null());
-    c
-}
+mod common;
+use common::json;
 
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no JSON ({e}): stdout {} stderr {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
+fn bin(root: &Path) -> Command {
+    common::joulerun(root, &root.join("state"))
 }
 
 fn domain<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
