@@ -20,8 +20,9 @@
 //!
 //! JSON, `schema_version: 1`, at [`default_path`] (`$JOULERUN_BASELINE`, else
 //! `$XDG_STATE_HOME/joulerun/baseline.json`, else `~/.local/state/joulerun/baseline.json`),
-//! written atomically (temporary file in the same directory, fsync, rename, fsync of the
-//! directory).
+//! written atomically through [`Destination`] (a temporary file in the same directory,
+//! fsync, rename, fsync of the directory), only over a regular file or a new one.
+//! Loading refuses anything but a regular file and validates every value.
 //!
 //! # Fit
 //!
@@ -30,10 +31,9 @@
 //! A different kernel alone is accepted with a note.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,11 @@ pub const BUSY_THRESHOLD: f64 = 0.10;
 pub const WARN_THRESHOLD: f64 = 0.05;
 /// Larger files are not baselines.
 const MAX_FILE_BYTES: u64 = 16 << 20;
+/// Largest idle power accepted for one domain, W: far above any CPU socket, GPU or
+/// chassis, far below the absurd.
+pub const MAX_IDLE_W: f64 = 100_000.0;
+/// Longest calibration a file may claim, s (a day).
+pub const MAX_DURATION_S: f64 = 86_400.0;
 
 const FIX: &str = "delete it or recalibrate with `joulerun --basepower`";
 
@@ -325,67 +330,14 @@ impl Baseline {
         Fit::Matches { watts, notes }
     }
 
-    /// Write the file atomically: a temporary file in the same directory, fsync, rename
-    /// over `path`, fsync of the directory. Parent directories are created. On failure the
-    /// old file (if any) is untouched and no temporary file is left behind.
+    /// Write the file atomically (see [`Destination`]), creating its directory.
     pub fn save(&self, path: &Path) -> Result<(), BaselineError> {
-        self.save_inner(path, false)
-    }
-
-    fn save_inner(&self, path: &Path, fail_before_rename: bool) -> Result<(), BaselineError> {
-        let werr = |source: io::Error| BaselineError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file_name = path.file_name().ok_or_else(|| {
-            werr(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "not a file name",
-            ))
-        })?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&dir).map_err(werr)?;
-        let mut json = serde_json::to_vec_pretty(self)
-            .map_err(|e| werr(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-        json.push(b'\n');
-
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(
-            ".tmp.{}.{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let tmp = TempFile(Some(dir.join(tmp_name)));
-        let tmp_path = tmp.0.as_deref().unwrap_or(path);
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(tmp_path)
-            .map_err(werr)?;
-        f.write_all(&json).map_err(werr)?;
-        f.sync_all().map_err(werr)?;
-        drop(f);
-        if fail_before_rename {
-            return Err(werr(io::Error::other("injected failure")));
-        }
-        fs::rename(tmp_path, path).map_err(werr)?;
-        tmp.keep();
-        // Make the rename durable. Some filesystems cannot fsync a directory: not an error.
-        if let Ok(d) = File::open(&dir)
-            && let Err(e) = d.sync_all()
-            && !matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)
-            )
-        {
-            return Err(werr(e));
-        }
-        Ok(())
+        Destination::prepare(path)
+            .map_err(|why| BaselineError::Write {
+                path: path.to_path_buf(),
+                source: io::Error::other(why),
+            })?
+            .commit(self)
     }
 
     /// Read a baseline. A missing file is `Ok(None)`; an unreadable, corrupt or
@@ -399,18 +351,15 @@ impl Baseline {
             path: path.to_path_buf(),
             detail,
         };
-        let f = match File::open(path) {
-            Ok(f) => f,
+        // Never opened if it is a FIFO or a device: refused without blocking.
+        let bytes = match crate::fsx::read_regular(path, MAX_FILE_BYTES) {
+            Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(corrupt(format!("larger than {MAX_FILE_BYTES} bytes")));
+            }
             Err(e) => return Err(rerr(e)),
         };
-        let mut bytes = Vec::new();
-        f.take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(rerr)?;
-        if bytes.len() as u64 > MAX_FILE_BYTES {
-            return Err(corrupt(format!("larger than {MAX_FILE_BYTES} bytes")));
-        }
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(corrupt("the file is empty".to_string()));
         }
@@ -435,14 +384,74 @@ impl Baseline {
         Ok(Some(b))
     }
 
-    /// Values that parse but make no sense.
+    /// Values that parse but make no sense: every number finite and in its range, the
+    /// statistics consistent, no domain twice, no control character in any text (it would
+    /// be echoed to a terminal), a timestamp that is one.
     fn validate(&self) -> Result<(), String> {
+        let text = |what: &str, v: &str| -> Result<(), String> {
+            if v.chars().any(|c| c.is_control()) {
+                return Err(format!(
+                    "{what} holds control characters ({})",
+                    crate::text::escape_line(v)
+                ));
+            }
+            Ok(())
+        };
+        for (what, v) in [
+            ("taken_at", &self.taken_at),
+            ("hostname", &self.hostname),
+            ("kernel", &self.kernel),
+            ("cpu_model", &self.cpu_model),
+            ("interface", &self.interface),
+        ] {
+            text(what, v)?;
+        }
+        if humantime::parse_rfc3339(&self.taken_at).is_err() {
+            return Err(format!(
+                "taken_at {:?} is not an RFC 3339 time",
+                self.taken_at
+            ));
+        }
+        if !(self.duration_s.is_finite()
+            && self.duration_s > 0.0
+            && self.duration_s <= MAX_DURATION_S)
+        {
+            return Err(format!(
+                "duration_s = {} (expected more than 0 and at most {MAX_DURATION_S} s)",
+                self.duration_s
+            ));
+        }
+        if !(1..=crate::config::MAX_INTERVAL_MS).contains(&self.interval_ms) {
+            return Err(format!(
+                "interval_ms = {} is out of range",
+                self.interval_ms
+            ));
+        }
+        for (what, u) in [
+            ("cpu_utilisation", self.cpu_utilisation),
+            ("cpu_utilisation_max", self.cpu_utilisation_max),
+        ] {
+            if let Some(u) = u
+                && !(u.is_finite() && (0.0..=1.0).contains(&u))
+            {
+                return Err(format!(
+                    "{what} = {u} (a fraction between 0 and 1 expected)"
+                ));
+            }
+        }
         if self.domains.is_empty() {
             return Err("it lists no domain".to_string());
         }
-        for d in &self.domains {
+        for (i, d) in self.domains.iter().enumerate() {
+            text("a domain name", &d.name)?;
+            if d.name.is_empty() {
+                return Err("a domain has an empty name".to_string());
+            }
             if DomainKind::parse(&d.kind).is_none() {
                 return Err(format!("domain {} has unknown kind {:?}", d.name, d.kind));
+            }
+            if self.domains[..i].iter().any(|o| o.name == d.name) {
+                return Err(format!("domain {} is listed twice", d.name));
             }
             for (what, v) in [
                 ("mean_w", d.mean_w),
@@ -450,29 +459,74 @@ impl Baseline {
                 ("min_w", d.min_w),
                 ("max_w", d.max_w),
             ] {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(format!("domain {} has {what} = {v}", d.name));
+                if !(v.is_finite() && (0.0..=MAX_IDLE_W).contains(&v)) {
+                    return Err(format!(
+                        "domain {} has {what} = {v} (expected between 0 and {MAX_IDLE_W} W)",
+                        d.name
+                    ));
                 }
+            }
+            // Allow for rounding in files written by hand or by older versions.
+            let slack = 1e-9 * d.max_w.max(1.0);
+            if d.min_w > d.max_w + slack || d.mean_w < d.min_w - slack || d.mean_w > d.max_w + slack
+            {
+                return Err(format!(
+                    "domain {} has min {} W, mean {} W, max {} W: the mean must lie between min and max",
+                    d.name, d.min_w, d.mean_w, d.max_w
+                ));
+            }
+            if d.samples == 0 {
+                return Err(format!("domain {} has no samples", d.name));
             }
         }
         Ok(())
     }
 }
 
-/// Removes the temporary file unless kept.
-struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    fn keep(mut self) {
-        self.0 = None;
-    }
+/// Where a baseline is about to be written: its directory created and its temporary file
+/// open, so that a destination that cannot be written is known before calibrating. The
+/// rule is [`crate::fsx::resolve_destination`]'s: a symbolic link is followed (the link is
+/// kept, the file it points at replaced); the destination must be a regular file or a new
+/// one. A device, a FIFO or a directory is never replaced.
+pub struct Destination {
+    path: PathBuf,
+    file: crate::fsx::AtomicFile,
 }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
+impl Destination {
+    pub fn prepare(path: &Path) -> Result<Destination, String> {
+        let cannot =
+            |why: String| format!("cannot write the baseline to '{}': {why}", path.display());
+        // A new location (the default state directory, say) gets its directories.
+        if fs::symlink_metadata(path).is_err() {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            fs::create_dir_all(&dir).map_err(|e| {
+                cannot(format!(
+                    "cannot create the directory '{}': {e}",
+                    dir.display()
+                ))
+            })?;
         }
+        let file = crate::fsx::AtomicFile::create(path).map_err(cannot)?;
+        Ok(Destination {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Write `b` and put it in place.
+    pub fn commit(self, b: &Baseline) -> Result<(), BaselineError> {
+        let werr = |source: io::Error| BaselineError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let mut json = serde_json::to_vec_pretty(b)
+            .map_err(|e| werr(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        json.push(b'\n');
+        self.file.write_all_and_commit(&json).map_err(werr)
     }
 }
 
@@ -706,6 +760,8 @@ impl Calibration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::sync::atomic::Ordering;
 
     fn machine() -> MachineIdentity {
         MachineIdentity {
@@ -875,8 +931,9 @@ mod tests {
         let before = fs::read(&path).unwrap();
         let mut new = sample();
         new.hostname = "new".to_string();
-        // A failure after the temporary file is written, before the rename.
-        assert!(new.save_inner(&path, true).is_err());
+        // Prepared but never committed (a failure or a signal before the rename).
+        let dest = Destination::prepare(&path).unwrap();
+        drop(dest);
         assert_eq!(fs::read(&path).unwrap(), before);
         assert_eq!(files_in(t.path()), vec!["baseline.json"]);
         // A directory in the way of the target: rename fails, nothing left behind.

@@ -7,36 +7,30 @@ use std::time::{Duration, SystemTime};
 use comfy_table::{CellAlignment, Table, presets};
 
 use crate::baseline::{self, Baseline, BusyVerdict, Calibration, MachineIdentity};
-use crate::cli::RunArgs;
 use crate::error::{Error, Result};
+use crate::output;
+use crate::plan::CalibratePlan;
 use crate::procs::{MachineCpu, MachineCpuSample};
 use crate::report::sig;
-use crate::run::{Ended, Prepared, Workload, drive, prepare_sampler};
+use crate::run::{Ended, Opened, Workload, drive, prepare_sampler};
+use crate::signals::{Phase, Signals};
 use crate::sources::SourceKind;
-use crate::workload::Signals;
 
-/// Shortest and longest calibration accepted, seconds.
-pub const MIN_DURATION_S: f64 = 1.0;
-pub const MAX_DURATION_S: f64 = 3600.0;
-
-pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
-    let d = args.duration;
-    if !(d.is_finite() && (MIN_DURATION_S..=MAX_DURATION_S).contains(&d)) {
-        return Err(Error::usage(format!(
-            "invalid --duration {d}: give seconds between {MIN_DURATION_S} and {MAX_DURATION_S} (the default is 10)"
-        )));
-    }
-    let path = args.baseline.clone().or_else(baseline::default_path).ok_or_else(|| {
-        Error::usage(
-            "no place to store the baseline: HOME and XDG_STATE_HOME are unset; give --baseline FILE or set JOULERUN_BASELINE",
-        )
-    })?;
-    let Prepared {
+pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
+    let d = plan.duration_s;
+    let path = &plan.path;
+    // Where the baseline goes is checked (and its temporary file created) before an hour
+    // of measuring, not after.
+    let destination = baseline::Destination::prepare(path).map_err(Error::failure)?;
+    let report_out = match &plan.report {
+        Some(r) => Some((r, output::prepare(r)?)),
+        None => None,
+    };
+    let Opened {
         ctx,
         mut sampler,
         mut warnings,
-        interval_ms,
-    } = prepare_sampler(args)?;
+    } = prepare_sampler(&plan.common, plan.source, &plan.only)?;
     let interface = sampler.domains()[0].source;
     if interface == SourceKind::Estimate {
         warnings.push(
@@ -46,7 +40,11 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
     let already_shown = warnings.len();
     let mut err = io::stderr().lock();
     for w in &warnings {
-        let _ = writeln!(err, "joulerun: warning: {w}");
+        let _ = writeln!(
+            err,
+            "joulerun: warning: {}",
+            crate::text::escape_text(w).replace('\n', "\n   ")
+        );
     }
     let _ = writeln!(
         err,
@@ -60,12 +58,13 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
     let mut cur = MachineCpuSample::default();
     machine.sample(&mut prev);
     let mut cal = Calibration::new(sampler.domains().len());
+    signals.set_phase(Phase::Calibrating);
     sampler.start();
     let ended = drive(
         &mut sampler,
         signals,
         &Workload::Timer { until_s: d },
-        Duration::from_millis(interval_ms),
+        Duration::from_millis(plan.interval_ms),
         |s, dt| {
             machine.sample(&mut cur);
             let sum = |v: &[f64]| v.iter().sum::<f64>();
@@ -75,13 +74,16 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
             std::mem::swap(&mut cur, &mut prev);
         },
     );
-    if ended == Ended::Stopped {
+    if let Ended::Stopped(sig) = ended {
         return Err(Error::with_code(
-            "calibration interrupted: no baseline was stored",
-            130,
+            format!(
+                "calibration interrupted by {}: no baseline was stored",
+                crate::signals::signal_name(sig)
+            ),
+            128 + sig,
         ));
     }
-    match baseline::busy_verdict(cal.utilisation(), args.force) {
+    match baseline::busy_verdict(cal.utilisation(), plan.force) {
         BusyVerdict::Ok => {}
         BusyVerdict::Warn(w) => warnings.push(w),
         BusyVerdict::Refuse(why) => {
@@ -96,15 +98,28 @@ pub fn calibrate(args: &RunArgs, signals: &mut Signals) -> Result<i32> {
             &MachineIdentity::current(),
             interface,
             sampler.domains(),
-            interval_ms,
+            plan.interval_ms,
             SystemTime::now(),
         )
         .map_err(Error::failure)?;
     warnings.extend(notes);
-    b.save(&path).map_err(|e| Error::failure(e.to_string()))?;
-    let _ = io::stderr()
-        .lock()
-        .write_all(render(&b, &path.display().to_string(), &warnings[already_shown..]).as_bytes());
+    destination
+        .commit(&b)
+        .map_err(|e| Error::failure(e.to_string()))?;
+    signals.set_phase(Phase::Finishing);
+    let text = render(&b, &path.display().to_string(), &warnings[already_shown..]);
+    match report_out {
+        Some((r, out)) => out.finish(text.as_bytes(), r.flag).map_err(|e| {
+            Error::failure(format!(
+                "the baseline was stored in {}, but writing the report to {} failed: {e}",
+                path.display(),
+                r.dest.describe()
+            ))
+        })?,
+        None => {
+            let _ = io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
     Ok(0)
 }
 
@@ -143,9 +158,12 @@ fn render(b: &Baseline, path: &str, warnings: &[String]) -> String {
             sig(100.0 * u, 2)
         ));
     }
-    out.push_str(&format!(" stored in {path}\n"));
+    out.push_str(&format!(" stored in {}\n", crate::text::escape_line(path)));
     for w in warnings {
-        out.push_str(&format!(" warning: {w}\n"));
+        out.push_str(&format!(
+            " warning: {}\n",
+            crate::text::escape_text(w).replace('\n', "\n   ")
+        ));
     }
     out.push('\n');
     out

@@ -50,25 +50,23 @@ pub struct ListArgs {
 /// Options shared by runs and `list`.
 #[derive(Debug, Args, Clone)]
 pub struct CommonArgs {
-    /// Root under which /sys and /dev are read (for fake hardware in tests).
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "JOULERUN_SYSFS_ROOT",
-        hide_env_values = true
-    )]
+    /// Root under which /sys and /dev are read (for fake hardware in tests)
+    /// [env: JOULERUN_SYSFS_ROOT].
+    #[arg(long, value_name = "DIR")]
     pub sysfs_root: Option<PathBuf>,
 
-    /// Estimate model: whole-machine power at idle and at full load, in watts.
-    #[arg(long, value_name = "IDLE,MAX", env = "JOULERUN_CPU_WATTS")]
+    /// Estimate model: whole-machine power at idle and at full load, in watts
+    /// [env: JOULERUN_CPU_WATTS].
+    #[arg(long, value_name = "IDLE,MAX")]
     pub cpu_watts: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Where energy comes from: `auto` picks the best interface that works here.
-    #[arg(long, value_enum, default_value_t = SourceArg::Auto, env = "JOULERUN_SOURCE")]
-    pub source: SourceArg,
+    /// Where CPU energy comes from: `auto` picks the best interface that works here
+    /// [default: auto] [env: JOULERUN_SOURCE].
+    #[arg(long, value_enum)]
+    pub source: Option<SourceArg>,
 
     /// Only these domain kinds, comma separated: package,core,uncore,dram,psys.
     #[arg(short = 'e', long, value_name = "LIST", value_delimiter = ',')]
@@ -90,12 +88,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
 
-    /// Electricity price per kWh [default: 0.30].
-    #[arg(long, value_name = "PRICE", env = "JOULERUN_PRICE")]
+    /// Electricity price per kWh [default: 0.30] [env: JOULERUN_PRICE].
+    #[arg(long, value_name = "PRICE")]
     pub price: Option<String>,
 
-    /// Currency of the price [default: EUR].
-    #[arg(long, value_name = "CODE", env = "JOULERUN_CURRENCY")]
+    /// Currency of the price [default: EUR] [env: JOULERUN_CURRENCY].
+    #[arg(long, value_name = "CODE")]
     pub currency: Option<String>,
 
     /// Measure the machine only, without attributing a share to a command (like
@@ -107,29 +105,25 @@ pub struct RunArgs {
     #[arg(short = 'p', long, value_name = "PID", conflicts_with = "all")]
     pub pid: Option<i32>,
 
-    /// How the command's process tree is followed.
-    #[arg(long, value_enum, default_value_t = TrackArg::Auto)]
-    pub track: TrackArg,
+    /// How the command's process tree is followed [default: auto].
+    #[arg(long, value_enum)]
+    pub track: Option<TrackArg>,
 
     /// Calibrate this machine's idle (static) power and store it as the baseline.
-    #[arg(long, conflicts_with_all = ["pid", "all"])]
+    #[arg(long)]
     pub basepower: bool,
 
-    /// With --basepower: how long to measure, in seconds.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 10.0,
-        requires = "basepower"
-    )]
-    pub duration: f64,
+    /// With --basepower: how long to measure, in seconds [default: 10].
+    #[arg(long, value_name = "SECONDS", requires = "basepower")]
+    pub duration: Option<f64>,
 
     /// With --basepower: store the baseline even if the machine looks busy.
     #[arg(long, requires = "basepower")]
     pub force: bool,
 
-    /// Baseline file to write (--basepower) or use (runs) [default: $JOULERUN_BASELINE,
-    /// else $XDG_STATE_HOME/joulerun/baseline.json, else ~/.local/state/joulerun/baseline.json].
+    /// Baseline file to write (--basepower) or use (runs) [env: JOULERUN_BASELINE]
+    /// [default: $XDG_STATE_HOME/joulerun/baseline.json, else
+    /// ~/.local/state/joulerun/baseline.json].
     #[arg(long, value_name = "FILE")]
     pub baseline: Option<PathBuf>,
 

@@ -1,6 +1,6 @@
 //! `joulerun list`: every energy interface, what each gives here, and why one does not.
 
-use std::io::{self, Write};
+use std::io;
 
 use comfy_table::{Table, presets};
 use serde::Serialize;
@@ -89,7 +89,11 @@ pub fn render(l: &Listing) -> String {
     for i in &l.interfaces {
         let (status, detail) = match &i.problem {
             None => {
-                let names: Vec<&str> = i.domains.iter().map(|d| d.name.as_str()).collect();
+                let names: Vec<String> = i
+                    .domains
+                    .iter()
+                    .map(|d| crate::text::escape_line(&d.name).into_owned())
+                    .collect();
                 let status = if i.source == SourceKind::Estimate {
                     "model"
                 } else {
@@ -104,10 +108,10 @@ pub fn render(l: &Listing) -> String {
                     sources::UnavailableKind::ModuleMissing => "no module",
                     sources::UnavailableKind::Invalid => "invalid",
                 };
-                let mut d = u.reason.clone();
+                let mut d = crate::text::escape_line(&u.reason).into_owned();
                 if let Some(fix) = &u.fix {
                     d.push_str("\nfix: ");
-                    d.push_str(fix);
+                    d.push_str(&crate::text::escape_line(fix));
                 }
                 (status.to_string(), d)
             }
@@ -122,7 +126,10 @@ pub fn render(l: &Listing) -> String {
     }
     out.push('\n');
     for d in &l.disagreements {
-        out.push_str(&format!(" note: the interfaces disagree: {d}\n"));
+        out.push_str(&format!(
+            " note: the interfaces disagree: {}\n",
+            crate::text::escape_line(d)
+        ));
     }
     if l.would_use_is_estimate {
         out.push_str(
@@ -138,19 +145,25 @@ pub fn render(l: &Listing) -> String {
 }
 
 pub fn list(args: &ListArgs) -> Result<i32> {
-    let ctx = open_context(
-        args.common.sysfs_root.as_deref(),
-        args.common.cpu_watts.as_deref(),
-    )?;
-    let listing = probe(&ctx);
-    let mut out = io::stdout().lock();
-    let r = if args.json {
-        serde_json::to_writer_pretty(&mut out, &listing)
-            .map_err(io::Error::other)
-            .and_then(|_| out.write_all(b"\n"))
-    } else {
-        out.write_all(render(&listing).as_bytes())
+    let common = crate::plan::common(&args.common, &crate::plan::process_env)?;
+    let ctx = open_context(&common)?;
+    // A duplicate of stdout, so that a closed stdout is an error rather than lost output.
+    let stdout = crate::output::Requested {
+        flag: "joulerun list",
+        what: "the listing",
+        dest: crate::output::Dest::Fd(1),
     };
+    crate::output::check(std::slice::from_ref(&stdout), &[])?;
+    let listing = probe(&ctx);
+    let bytes = if args.json {
+        let mut v = serde_json::to_vec_pretty(&listing)
+            .map_err(|e| Error::failure(format!("cannot encode the listing: {e}")))?;
+        v.push(b'\n');
+        v
+    } else {
+        render(&listing).into_bytes()
+    };
+    let r = crate::output::prepare(&stdout)?.finish(&bytes, stdout.flag);
     match r {
         Ok(()) => Ok(0),
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(0),

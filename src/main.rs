@@ -1,4 +1,4 @@
-//! Thin: parse, dispatch, map errors to exit statuses.
+//! Thin: signals first, parse, resolve the plan, dispatch, map errors to exit statuses.
 
 use std::process::ExitCode;
 
@@ -6,11 +6,25 @@ use clap::Parser;
 
 use joulerun::cli::{Cli, Sub};
 use joulerun::error::{EXIT_FAILURE, EXIT_USAGE};
-use joulerun::{list, run, workload};
+use joulerun::signals::Signals;
+use joulerun::{list, plan, run, text};
+
+/// Runs before the Rust runtime, which would otherwise hide a closed stdout behind
+/// `/dev/null` (see `output::note_closed_standard_fds`).
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NOTE_CLOSED_FDS: extern "C" fn() = {
+    extern "C" fn note() {
+        joulerun::output::note_closed_standard_fds();
+    }
+    note
+};
 
 fn main() -> ExitCode {
-    // Signals first, before any thread exists, so every thread inherits the mask.
-    let mut signals = match workload::Signals::install() {
+    // Closed standard descriptors are noted and filled, before anything else is opened.
+    joulerun::output::guard_standard_fds();
+    // Signals next, before any thread exists, so every thread inherits the mask.
+    let mut signals = match Signals::install() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("joulerun: {e}");
@@ -25,15 +39,20 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    let env = plan::process_env;
     let result = match &cli.subcommand {
         Some(Sub::List(args)) => list::list(args),
-        None if cli.run.basepower => joulerun::calibrate::calibrate(&cli.run, &mut signals),
-        None => run::run(&cli.run, &cli.command, &mut signals),
+        None if cli.run.basepower => plan::calibrate(&cli.run, &cli.command, &env)
+            .and_then(|p| joulerun::calibrate::calibrate(&p, &mut signals)),
+        None => plan::run(&cli.run, &cli.command, &env).and_then(|p| run::run(&p, &mut signals)),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("joulerun: {}", e.message);
+            eprintln!(
+                "joulerun: {}",
+                text::escape_text(&e.message).replace('\n', "\n  ")
+            );
             ExitCode::from(e.code.clamp(0, 255) as u8)
         }
     }

@@ -44,6 +44,7 @@ use serde::Serialize;
 
 use crate::topology::Topology;
 
+pub use cgroup::{clean_stale as clean_stale_cgroups, own_cgroup_dir};
 pub use parse::{PidStat, for_each_cpu_line, parse_pid_stat};
 pub use tree::children_files_available;
 

@@ -2,19 +2,18 @@
 //! until it ends, fold everything into a `Summary`, write the reports.
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use nix::unistd::Pid;
 
 use crate::attribution::{Attributor, NO_BASELINE_NOTE, TickInput};
-use crate::baseline::{self, Baseline, Fit, MachineIdentity};
-use crate::cli::{RunArgs, SourceArg, TrackArg};
-use crate::config::{self, Price};
+use crate::baseline::{Baseline, BaselineError, Fit, MachineIdentity};
+use crate::cli::{SourceArg, TrackArg};
+use crate::config::Price;
 use crate::error::{Error, Result};
+use crate::output::{self, Prepared};
+use crate::plan::{BaselineChoice, Common, RunPlan};
 use crate::procs::{self, MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeTracker};
 use crate::report::csv::CsvSink;
 use crate::report::{
@@ -22,13 +21,14 @@ use crate::report::{
     Overhead, SUMMARY_SCHEMA_VERSION, Summary, Total,
 };
 use crate::sampler::Sampler;
-use crate::sources::{self, OpenContext, Source, SourceKind, UnavailableKind};
+use crate::signals::{Phase, Signals};
+use crate::sources::{self, DomainKind, OpenContext, Source, SourceKind, UnavailableKind};
 use crate::sysroot::SysRoot;
-use crate::workload::{self, Exit, Signals};
+use crate::workload::{self, Exit};
 
 /// Build the context every source opens from.
-pub fn open_context(sysfs_root: Option<&Path>, cpu_watts: Option<&str>) -> Result<OpenContext> {
-    let root = match sysfs_root {
+pub fn open_context(common: &Common) -> Result<OpenContext> {
+    let root = match &common.sysfs_root {
         Some(p) => SysRoot::new(p),
         None => SysRoot::default(),
     };
@@ -39,7 +39,7 @@ pub fn open_context(sysfs_root: Option<&Path>, cpu_watts: Option<&str>) -> Resul
         )));
     }
     Ok(OpenContext {
-        cpu_watts: config::parse_cpu_watts(cpu_watts)?,
+        cpu_watts: common.cpu_watts,
         ..OpenContext::for_root(root)
     })
 }
@@ -101,58 +101,35 @@ pub fn open_cpu_source(
 
 /// What runs and calibration share: the settings, the hardware context, the CPU energy
 /// source in a sampler, and the warnings from opening it.
-pub(crate) struct Prepared {
+pub(crate) struct Opened {
     pub ctx: OpenContext,
     pub sampler: Sampler,
     pub warnings: Vec<String>,
-    pub interval_ms: u64,
 }
 
-/// Parse the interval and domains, open the source (`--source`, or `auto`) and put it in
-/// a sampler. An `-e` that leaves no domain is an error.
-pub(crate) fn prepare_sampler(args: &RunArgs) -> Result<Prepared> {
-    let interval_ms = config::parse_interval(args.interval)?;
-    let only = config::parse_domains(&args.domains)?;
-    let ctx = open_context(
-        args.common.sysfs_root.as_deref(),
-        args.common.cpu_watts.as_deref(),
-    )?;
-    let (source, mut warnings) = open_cpu_source(args.source, &ctx)?;
+/// Open the source (`--source`, or `auto`) and put it in a sampler keeping the `only`
+/// domain kinds. An `-e` that leaves no domain is an error.
+pub(crate) fn prepare_sampler(
+    common: &Common,
+    source: SourceArg,
+    only: &[DomainKind],
+) -> Result<Opened> {
+    let ctx = open_context(common)?;
+    let (source, mut warnings) = open_cpu_source(source, &ctx)?;
     warnings.extend(source.warnings().iter().cloned());
-    let sampler = Sampler::new(vec![source], &only);
+    let sampler = Sampler::new(vec![source], only);
     if sampler.domains().is_empty() {
+        let names: Vec<&str> = only.iter().map(|k| k.name()).collect();
         return Err(Error::failure(format!(
             "-e/--domains {} matches no domain of this machine's energy interface (`joulerun list` shows them)",
-            args.domains.join(",")
+            names.join(",")
         )));
     }
-    Ok(Prepared {
+    Ok(Opened {
         ctx,
         sampler,
         warnings,
-        interval_ms,
     })
-}
-
-/// An output named on the command line: a file, or stdout for `-`.
-fn open_output(path: &Path, what: &str) -> Result<Box<dyn Write>> {
-    if path == Path::new("-") {
-        return Ok(Box::new(io::stdout()));
-    }
-    File::create(path)
-        .map(|f| Box::new(BufWriter::new(f)) as Box<dyn Write>)
-        .map_err(|e| {
-            Error::failure(format!(
-                "cannot write the {what} to '{}': {e} (check the directory exists and is writable)",
-                path.display()
-            ))
-        })
-}
-
-struct Outputs {
-    report: Option<(PathBuf, Box<dyn Write>)>,
-    json: Option<(PathBuf, Box<dyn Write>)>,
-    csv: Option<(PathBuf, CsvSink)>,
 }
 
 /// What the sampling loop waits for.
@@ -163,7 +140,7 @@ pub(crate) enum Workload {
     Attached { pid: i32, pidfd: Option<OwnedFd> },
     /// Nothing: run until this many seconds have passed (calibration).
     Timer { until_s: f64 },
-    /// Nothing: run until SIGINT/SIGTERM/SIGHUP (`-a` without a command).
+    /// Nothing: run until a stop signal (`-a` without a command).
     UntilSignal,
 }
 
@@ -174,15 +151,15 @@ pub(crate) enum Ended {
     Exited(Exit),
     /// The attached process is gone.
     ProcessGone,
-    /// A stop signal arrived while no command of ours was running.
-    Stopped,
+    /// This stop signal arrived while no command of ours was running.
+    Stopped(i32),
     /// The timer ran out.
     Deadline,
 }
 
 /// The sampling loop: a tick every `interval` on a monotonic schedule (late ticks are
-/// skipped, never bunched), signals read from the signalfd between ticks, and a final
-/// tick right after the workload ends. `on_tick` sees the sampler after every tick.
+/// skipped, never bunched), signal events taken between ticks, and a final tick right
+/// after the workload ends. `on_tick` sees the sampler after every tick.
 pub(crate) fn drive(
     sampler: &mut Sampler,
     signals: &mut Signals,
@@ -204,7 +181,10 @@ pub(crate) fn drive(
         fds.push(fd.as_raw_fd());
     }
     let mut ready = [false; 2];
+    // A tick that takes longer than this is a stuck loop (see `signals`).
+    signals.set_stall_limit(interval.as_millis() as u64 + 5_000);
     loop {
+        signals.heartbeat();
         let mut ended = None;
         let now = sampler.now_s();
         if let Workload::Timer { until_s } = workload {
@@ -216,14 +196,17 @@ pub(crate) fn drive(
         if ended.is_none() && now < next_tick {
             workload::wait_readable(&fds, Duration::from_secs_f64(next_tick - now), &mut ready);
             if ready[0] {
-                let ev = signals.drain(target);
+                let ev = signals.take();
                 if ev.child
                     && let Some(e) = workload::reap(target)
                 {
+                    signals.clear_target();
                     ended = Some(Ended::Exited(e));
                 }
-                if ev.stop && target.is_none() {
-                    ended = Some(Ended::Stopped);
+                if let Some(sig) = ev.stop
+                    && target.is_none()
+                {
+                    ended = Some(Ended::Stopped(sig));
                 }
             }
             if let Workload::Attached { pid, pidfd } = workload {
@@ -254,38 +237,53 @@ pub(crate) fn drive(
 }
 
 /// The baseline for this run: its per-domain watts (aligned with `domains`) and what the
-/// report says about it. A corrupt file is an error; a mismatched one a warning.
+/// report says about it.
+///
+/// One rule for a baseline named by `--baseline` or `JOULERUN_BASELINE`: it must exist and
+/// be valid. At the default location, a missing file means "no baseline", and one that
+/// cannot be read (an unreadable HOME, say) too, with a warning; a corrupt one is an error.
+/// A baseline of another machine or interface is ignored with a warning.
 fn load_baseline(
-    args: &RunArgs,
+    choice: &BaselineChoice,
     domains: &[sources::Domain],
     warnings: &mut Vec<String>,
 ) -> Result<(Vec<Option<f64>>, BaselineStatus)> {
-    let none = |note: &str, path: Option<&Path>| BaselineStatus {
+    let none = |note: &str, path: Option<&std::path::Path>| BaselineStatus {
         used: false,
         file: path.map(|p| p.display().to_string()),
         taken_at: None,
         note: Some(note.to_string()),
     };
-    if args.no_baseline {
-        return Ok((Vec::new(), none("no baseline used (--no-baseline)", None)));
-    }
-    let Some(path) = args.baseline.clone().or_else(baseline::default_path) else {
-        return Ok((Vec::new(), none(NO_BASELINE_NOTE, None)));
-    };
-    let loaded = Baseline::load(&path).map_err(|e| {
-        Error::failure(format!(
-            "{e}\n  (or run with --no-baseline to measure without one)"
-        ))
-    })?;
-    let Some(b) = loaded else {
-        if args.baseline.is_some() {
-            return Err(Error::usage(format!(
-                "baseline file '{}' does not exist: create it with `joulerun --basepower --baseline {}`",
-                path.display(),
-                path.display()
-            )));
+    let or_skip = "(or run with --no-baseline to measure without one)";
+    let (path, b) = match choice {
+        BaselineChoice::Off => {
+            return Ok((Vec::new(), none("no baseline used (--no-baseline)", None)));
         }
-        return Ok((Vec::new(), none(NO_BASELINE_NOTE, None)));
+        BaselineChoice::Default(None) => return Ok((Vec::new(), none(NO_BASELINE_NOTE, None))),
+        BaselineChoice::Explicit { path, origin } => match Baseline::load(path) {
+            Ok(Some(b)) => (path, b),
+            Ok(None) => {
+                return Err(Error::usage(format!(
+                    "baseline file '{}' (from {origin}) does not exist: create it with `joulerun --basepower --baseline {}` {or_skip}",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::failure(format!("{e}\n  {or_skip}"))),
+        },
+        BaselineChoice::Default(Some(path)) => match Baseline::load(path) {
+            Ok(Some(b)) => (path, b),
+            Ok(None) => return Ok((Vec::new(), none(NO_BASELINE_NOTE, None))),
+            Err(BaselineError::Read { source, .. }) => {
+                let msg = format!(
+                    "the default baseline '{}' cannot be read ({source}): running without a baseline; fix its permissions, or give --baseline FILE",
+                    path.display()
+                );
+                warnings.push(msg.clone());
+                return Ok((Vec::new(), none(&msg, Some(path))));
+            }
+            Err(e) => return Err(Error::failure(format!("{e}\n  {or_skip}"))),
+        },
     };
     let interface = domains
         .first()
@@ -314,70 +312,81 @@ fn load_baseline(
                 path.display()
             );
             warnings.push(msg.clone());
-            Ok((Vec::new(), none(&msg, Some(&path))))
+            Ok((Vec::new(), none(&msg, Some(path))))
         }
     }
 }
 
-/// Run `joulerun [OPTIONS] -- COMMAND` (or `-p`, or `-a`). Returns the exit status.
-pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Result<i32> {
-    let mode = if args.pid.is_some() {
-        Mode::Pid
-    } else if args.all {
-        Mode::All
+/// An output named on the command line, prepared (temporary file created) before the
+/// command starts, written when the run is over.
+struct FinalOutput {
+    flag: &'static str,
+    describe: String,
+    out: Prepared,
+}
+
+fn prepare_final(r: &Option<output::Requested>) -> Result<Option<FinalOutput>> {
+    r.as_ref()
+        .map(|r| {
+            Ok(FinalOutput {
+                flag: r.flag,
+                describe: r.dest.describe(),
+                out: output::prepare(r)?,
+            })
+        })
+        .transpose()
+}
+
+/// `-p PID`: the process must exist and not have exited yet.
+fn check_attachable(pid: i32) -> Result<()> {
+    let state = if pid > 0 {
+        workload::process_state(pid)
     } else {
-        Mode::Command
+        None
     };
-    if mode == Mode::Command && command.is_empty() {
-        return Err(Error::usage(
-            "no command given: try `joulerun -- sleep 1`, `joulerun -a` for the whole machine, or `joulerun --help`",
-        ));
+    match state {
+        None => Err(Error::usage(format!(
+            "no process with PID {pid} (check it with `ps -p {pid}`)"
+        ))),
+        Some(b'Z') | Some(b'X') => Err(Error::usage(format!(
+            "process {pid} has already exited (a zombie its parent has not reaped): nothing left to measure"
+        ))),
+        Some(_) => Ok(()),
     }
-    if mode == Mode::Pid && !command.is_empty() {
-        return Err(Error::usage(
-            "-p/--pid attaches to a running process: give no command with it",
-        ));
+}
+
+/// Run `joulerun [OPTIONS] -- COMMAND` (or `-p`, or `-a`). Returns the exit status.
+pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
+    let mode = plan.mode;
+    let command: &[OsString] = &plan.command;
+    let price = &plan.price;
+    let interval_ms = plan.interval_ms;
+    if let Some(pid) = plan.pid {
+        check_attachable(pid)?;
     }
-    let price = config::parse_price(args.price.as_deref(), args.currency.as_deref())?;
-    let Prepared {
+    let Opened {
         ctx,
         mut sampler,
         mut warnings,
-        interval_ms,
-    } = prepare_sampler(args)?;
-
-    let mut outputs = Outputs {
-        report: match &args.output {
-            Some(p) => Some((p.clone(), open_output(p, "report")?)),
-            None => None,
-        },
-        json: match &args.json {
-            Some(p) => Some((p.clone(), open_output(p, "JSON summary")?)),
-            None => None,
-        },
-        csv: match &args.csv {
-            Some(p) => {
-                let w = open_output(p, "CSV timeline")?;
-                let sink = CsvSink::new(w).map_err(|e| {
-                    Error::failure(format!(
-                        "cannot write the CSV timeline to '{}': {e}",
-                        p.display()
-                    ))
-                })?;
-                Some((p.clone(), sink))
-            }
-            None => None,
-        },
-    };
+    } = prepare_sampler(&plan.common, plan.source, &plan.only)?;
 
     // Attribution (not for -a): baseline, process tracking, machine CPU time.
     let attribute = mode != Mode::All;
     let (baseline_w, baseline_status) = if attribute {
-        load_baseline(args, sampler.domains(), &mut warnings)?
+        load_baseline(&plan.baseline, sampler.domains(), &mut warnings)?
     } else {
         (Vec::new(), BaselineStatus::default())
     };
-    let track = match args.track {
+
+    // Outputs: temporary files now (an unwritable destination stops here), in place later.
+    let mut report_out = prepare_final(&plan.report)?;
+    let mut json_out = prepare_final(&plan.json)?;
+    let mut csv = match &plan.csv {
+        Some(r) => Some(CsvSink::new(output::prepare(r)?, r.flag, r.dest.describe())),
+        None => None,
+    };
+
+    let track = match plan.track {
         TrackArg::Auto => TrackRequest::Auto,
         TrackArg::Cgroup => TrackRequest::Cgroup,
         TrackArg::Proc => TrackRequest::Proc,
@@ -403,6 +412,15 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         &baseline_w,
     );
 
+    // A CSV going to a FIFO or a device is opened now, before the command starts (a FIFO
+    // waits for its reader here); one going to a file replaces it once the command runs.
+    if let Some(c) = csv.as_mut() {
+        c.before_start();
+        // Not even the header could be written: stop before the command runs.
+        if let Some(e) = c.error() {
+            return Err(Error::failure(e.to_string()));
+        }
+    }
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let self_cpu0 = procs::self_cpu_s();
 
@@ -410,13 +428,10 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
     let mut tracker: Option<TreeTracker> = None;
     let workload = match mode {
         Mode::Pid => {
-            let pid = args.pid.unwrap_or(0);
-            if pid <= 0 || !workload::process_alive(pid) {
-                return Err(Error::usage(format!(
-                    "no process with PID {pid} (check it with `ps -p {pid}`)"
-                )));
-            }
-            tracker = Some(TreeTracker::attach(pid, &ctx.topology).map_err(Error::failure)?);
+            let pid = plan.pid.unwrap_or(0);
+            check_attachable(pid)?;
+            tracker = Some(TreeTracker::attach(pid, &ctx.topology).map_err(Error::usage)?);
+            signals.set_phase(Phase::Running);
             sampler.start();
             Workload::Attached {
                 pid,
@@ -430,13 +445,18 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
                 ));
             }
             let hook = match &setup {
-                Some(s) => {
-                    Box::new(s.child_hook()) as Box<dyn FnMut() -> io::Result<()> + Send + Sync>
-                }
+                Some(s) => Box::new(s.child_hook())
+                    as Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>,
                 None => Box::new(|| Ok(())),
             };
             sampler.start();
-            let pid = workload::spawn(command, hook)?;
+            // Started and registered as the target of forwarded signals in one step, so
+            // a signal arriving meanwhile is forwarded rather than ending joulerun.
+            let pid = crate::signals::critical(|| {
+                let pid = workload::spawn(command, hook)?;
+                signals.running_with_target(pid.as_raw());
+                Ok::<_, Error>(pid)
+            })?;
             if let Some(s) = setup {
                 let t = s.into_tracker(pid.as_raw(), true, &ctx.topology);
                 // The move into the cgroup can still fail in the child: then /proc.
@@ -450,10 +470,14 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
             Workload::Child { pid }
         }
         _ => {
+            signals.set_phase(Phase::Running);
             sampler.start();
             Workload::UntilSignal
         }
     };
+    if let Some(c) = csv.as_mut() {
+        c.after_start();
+    }
     let method = tracker.as_ref().map(|t| t.method());
 
     let mut tree = TreeCpu::default();
@@ -465,7 +489,6 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
-    let mut csv_error: Option<String> = None;
 
     let ended = drive(
         &mut sampler,
@@ -497,27 +520,25 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
                 std::mem::swap(&mut mc, &mut mc_prev);
                 self_prev = self_now;
             }
-            if let Some((path, sink)) = outputs.csv.as_mut()
-                && csv_error.is_none()
-                && let Err(e) = sink.tick(
+            if let Some(c) = csv.as_mut() {
+                c.tick(
                     sampler.now_s(),
                     sampler.domains(),
                     &sampler.delta_j,
                     &sampler.power_w,
-                )
-            {
-                csv_error = Some(format!(
-                    "writing the CSV timeline to '{}' failed: {e}; rows after {:.1} s are missing",
-                    path.display(),
-                    sampler.now_s()
-                ));
+                );
             }
         },
     );
+    signals.set_phase(Phase::Finishing);
     if let Some(t) = tracker {
         t.finish();
     }
-    warnings.extend(csv_error);
+    let mut failures = Vec::new();
+    if let Some(e) = csv.as_ref().and_then(|c| c.error()) {
+        warnings.push(e.to_string());
+        failures.push(e.to_string());
+    }
     let exit = match ended {
         Ended::Exited(e) => Some(e),
         _ => None,
@@ -528,13 +549,13 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
     let summary = summarise(SummaryInput {
         mode,
         command,
-        pid: args.pid,
+        pid: plan.pid,
         started_at,
         elapsed_s,
         interval_ms,
         exit,
         sampler: &sampler,
-        price: &price,
+        price,
         self_cpu_s,
         warnings,
         attribution: attribute.then(|| AttributionReport {
@@ -544,11 +565,11 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         }),
     });
     let status = exit.map_or(0, |e| e.status());
-    let failures = write_reports(&summary, &mut outputs);
+    failures.extend(write_reports(&summary, report_out.take(), json_out.take()));
     if failures.is_empty() {
         return Ok(status);
     }
-    // The command ran: its status wins unless it succeeded, so a lost report is not
+    // The command ran: its status wins unless it succeeded, so a lost output is not
     // mistaken for a clean run.
     Err(Error::with_code(
         failures.join("\n"),
@@ -558,6 +579,35 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
             crate::error::EXIT_FAILURE
         },
     ))
+}
+
+/// Write the table (to stderr, or `-o`) and the JSON; the failures, one line each.
+fn write_reports(
+    summary: &Summary,
+    report: Option<FinalOutput>,
+    json: Option<FinalOutput>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let table = report::table::render(summary);
+    match report {
+        Some(o) => {
+            if let Err(e) = o.out.finish(table.as_bytes(), o.flag) {
+                failures.push(format!("writing the report to {}: {e}", o.describe));
+            }
+        }
+        None => {
+            use std::io::Write;
+            // stderr closed or a broken pipe: nothing useful can be said about it.
+            let _ = std::io::stderr().lock().write_all(table.as_bytes());
+        }
+    }
+    if let Some(o) = json {
+        let written = report::json::to_bytes(summary).and_then(|b| o.out.finish(&b, o.flag));
+        if let Err(e) = written {
+            failures.push(format!("writing the JSON summary to {}: {e}", o.describe));
+        }
+    }
+    failures
 }
 
 struct SummaryInput<'a> {
@@ -672,28 +722,4 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
         },
         warnings,
     }
-}
-
-fn write_reports(summary: &Summary, outputs: &mut Outputs) -> Vec<String> {
-    let mut failures = Vec::new();
-    match outputs.report.as_mut() {
-        Some((path, w)) => {
-            if let Err(e) = report::table::write(summary, w.as_mut()) {
-                failures.push(format!("writing the report to '{}': {e}", path.display()));
-            }
-        }
-        None => {
-            // stderr closed or a broken pipe: nothing useful can be said about it.
-            let _ = report::table::write(summary, &mut io::stderr().lock());
-        }
-    }
-    if let Some((path, w)) = outputs.json.as_mut()
-        && let Err(e) = report::json::write(summary, w.as_mut())
-    {
-        failures.push(format!(
-            "writing the JSON summary to '{}': {e}",
-            path.display()
-        ));
-    }
-    failures
 }

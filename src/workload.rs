@@ -1,31 +1,29 @@
-//! Starting the command, receiving signals, forwarding them, reaping, exit statuses.
+//! Starting the command, reaping, exit statuses.
 //!
-//! joulerun blocks SIGINT, SIGQUIT, SIGTERM, SIGHUP and SIGCHLD in its main thread before
-//! anything else starts and reads them from a signalfd inside its sampling loop, so it
-//! never dies of them. The command starts with an empty signal mask and default
-//! dispositions (the standard library resets both between fork and exec), in joulerun's
-//! process group, with joulerun's stdin, stdout, stderr and terminal.
+//! The command starts with an empty signal mask and default dispositions (the pre-exec
+//! hook clears the mask joulerun blocks; the standard library resets dispositions), in
+//! joulerun's process group, with joulerun's stdin, stdout, stderr and terminal. It gets
+//! SIGTERM if joulerun dies (`PR_SET_PDEATHSIG`), so a `kill -9` of joulerun does not leave
+//! it running unmeasured. Signals themselves are handled in [`crate::signals`].
 //!
-//! - SIGINT/SIGQUIT typed at the terminal go to the whole foreground group, so the command
-//!   gets them directly; joulerun does not forward those (the command would get two).
-//!   Sent by a process to joulerun alone (`kill -INT`), they are forwarded.
-//! - SIGTERM and SIGHUP are always forwarded to the command.
-//! - joulerun is a child subreaper: orphaned descendants are reparented to it and reaped,
-//!   so their CPU time reaches its `RUSAGE_CHILDREN`.
+//! joulerun is a child subreaper: orphaned descendants are reparented to it and reaped,
+//! so their CPU time reaches its `RUSAGE_CHILDREN`.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::kill;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Error};
+
+/// The signal the command gets when joulerun dies before it (see the module docs).
+pub const PARENT_DEATH_SIGNAL: i32 = libc::SIGTERM;
 
 /// How the command ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,87 +39,6 @@ impl Exit {
             Exit::Code(c) => c,
             Exit::Signal(s) => 128 + s,
         }
-    }
-}
-
-/// What the sampling loop should do after signals arrived.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SignalEvents {
-    /// SIGCHLD arrived: reap.
-    pub child: bool,
-    /// A signal asking joulerun to stop (SIGINT, SIGTERM, SIGHUP, SIGQUIT) arrived.
-    pub stop: bool,
-}
-
-pub struct Signals {
-    sfd: SignalFd,
-    old_mask: SigSet,
-}
-
-fn handled() -> SigSet {
-    let mut s = SigSet::empty();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGQUIT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        s.add(sig);
-    }
-    s
-}
-
-impl Signals {
-    /// Block the handled signals and open a signalfd for them. Must run in the main thread
-    /// before any other thread starts, so every thread inherits the mask.
-    pub fn install() -> Result<Signals, Error> {
-        let set = handled();
-        let mut old_mask = SigSet::empty();
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old_mask))
-            .map_err(|e| Error::failure(format!("cannot block signals: {e}")))?;
-        let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(|e| Error::failure(format!("cannot create a signalfd: {e}")))?;
-        Ok(Signals { sfd, old_mask })
-    }
-
-    pub fn fd(&self) -> RawFd {
-        self.sfd.as_raw_fd()
-    }
-
-    /// Read every pending signal; forward to `target` what must be forwarded.
-    pub fn drain(&mut self, target: Option<Pid>) -> SignalEvents {
-        let mut ev = SignalEvents::default();
-        while let Ok(Some(info)) = self.sfd.read_signal() {
-            let Ok(sig) = Signal::try_from(info.ssi_signo as i32) else {
-                continue;
-            };
-            // Sent by a process (kill, sigqueue), not by the terminal or the kernel.
-            let from_process = info.ssi_code == libc::SI_USER || info.ssi_code == libc::SI_QUEUE;
-            match sig {
-                Signal::SIGCHLD => ev.child = true,
-                Signal::SIGTERM | Signal::SIGHUP => {
-                    ev.stop = true;
-                    if let Some(pid) = target {
-                        let _ = kill(pid, sig);
-                    }
-                }
-                Signal::SIGINT | Signal::SIGQUIT => {
-                    ev.stop = true;
-                    if from_process && let Some(pid) = target {
-                        let _ = kill(pid, sig);
-                    }
-                }
-                _ => {}
-            }
-        }
-        ev
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old_mask), None);
     }
 }
 
@@ -147,9 +64,11 @@ where
     };
     let mut cmd = Command::new(prog);
     cmd.args(args);
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
     // SAFETY: between fork and exec only async-signal-safe calls are made: sigemptyset
-    // and pthread_sigmask on a stack value, then the hook, documented to be
-    // async-signal-safe (no allocation, raw syscalls).
+    // and pthread_sigmask on a stack value, prctl, getppid, kill, then the hook,
+    // documented to be async-signal-safe (no allocation, raw syscalls).
     unsafe {
         cmd.pre_exec(move || {
             // joulerun blocks the signals it reads from its signalfd; the command must
@@ -159,6 +78,11 @@ where
             let r = libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
             if r != 0 {
                 return Err(io::Error::from_raw_os_error(r));
+            }
+            // Die with joulerun; if joulerun is already gone, do not start at all.
+            libc::prctl(libc::PR_SET_PDEATHSIG, PARENT_DEATH_SIGNAL, 0, 0, 0);
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), PARENT_DEATH_SIGNAL);
             }
             hook()
         });
@@ -181,11 +105,50 @@ pub fn spawn_error(prog: &OsString, e: &io::Error) -> Error {
     err
 }
 
+/// The program `prog` names: itself with a slash, else the first match in `PATH`.
+fn locate(prog: &OsString) -> Option<std::path::PathBuf> {
+    let env = |k: &str| std::env::var_os(k);
+    crate::plan::resolve_command(prog, &env).ok()
+}
+
+/// Why exec said "not found" for a file that exists: the interpreter of its `#!` line, or
+/// the ELF program interpreter (dynamic loader) it names, is missing.
+pub fn missing_interpreter(file: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let n = crate::fsx::open_regular(file).ok()?.read(&mut head).ok()?;
+    let head = &head[..n];
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next().unwrap_or(rest);
+        let line = String::from_utf8_lossy(line);
+        let interp = line.split_whitespace().next()?.to_string();
+        let exists = std::path::Path::new(&interp).exists();
+        return (!exists).then(|| {
+            format!(
+                "its interpreter '{}' (named on its #! line) was not found: install it, or fix the #! line",
+                crate::text::escape_line(&interp)
+            )
+        });
+    }
+    if head.starts_with(b"\x7fELF") {
+        return Some(
+            "its ELF program interpreter (dynamic loader) was not found: it was built for another system or C library"
+                .to_string(),
+        );
+    }
+    None
+}
+
 fn spawn_error_plain(prog: &OsString, e: &io::Error) -> Error {
-    let name = prog.to_string_lossy();
+    let name = crate::text::escape_line(&prog.to_string_lossy()).into_owned();
     let has_slash = name.contains('/');
     match e.kind() {
         io::ErrorKind::NotFound => {
+            if let Some(path) = locate(prog)
+                && let Some(why) = missing_interpreter(&path)
+            {
+                return Error::with_code(format!("cannot execute '{name}': {why}"), EXIT_NOT_FOUND);
+            }
             let hint = if has_slash {
                 "check the path".to_string()
             } else {
@@ -240,6 +203,16 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     }
     // SAFETY: the kernel just gave us this fd and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The state letter of a process (`R`, `S`, `Z` for a zombie, ...) from
+/// `/proc/PID/stat`, `None` when there is no such process.
+pub fn process_state(pid: i32) -> Option<u8> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold anything: the state follows the
+    // last ')'.
+    let close = text.iter().rposition(|b| *b == b')')?;
+    text.get(close + 2).copied()
 }
 
 /// Whether a process exists (for `-p` without pidfd support).

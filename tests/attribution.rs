@@ -33,6 +33,7 @@ impl Machine {
         f.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
             .unwrap();
         write_topology(dir.path(), &[0, 0]).unwrap();
+        std::fs::create_dir_all(dir.path().join("state/joulerun")).unwrap();
         Machine { dir, f }
     }
 
@@ -50,14 +51,14 @@ impl Machine {
         self.dir.path()
     }
 
+    /// The default baseline location of `bin()` (under its XDG_STATE_HOME): a missing
+    /// file there means "no baseline", as on a machine never calibrated.
     fn baseline(&self) -> PathBuf {
-        self.root().join("baseline.json")
+        self.root().join("state/joulerun/baseline.json")
     }
 
     fn bin(&self) -> Command {
-        let mut c = common::joulerun(self.root(), &self.root().join("state"));
-        c.env("JOULERUN_BASELINE", self.baseline());
-        c
+        common::joulerun(self.root(), &self.root().join("state"))
     }
 }
 

@@ -180,6 +180,7 @@ impl Cgroup {
             ));
         };
         let own_dir = PathBuf::from(own_dir);
+        clean_stale(&own_dir);
         let pid = std::process::id();
         let mut dir = PathBuf::new();
         let mut made = false;
@@ -187,7 +188,14 @@ impl Cgroup {
         for _ in 0..16 {
             let n = SEQ.fetch_add(1, Ordering::Relaxed);
             dir = own_dir.join(format!("joulerun-{pid}-{n}"));
-            match fs::create_dir(&dir) {
+            match crate::signals::critical(|| {
+                let r = fs::create_dir(&dir);
+                if r.is_ok() {
+                    // Removed if a signal ends joulerun before the command starts.
+                    crate::signals::register_cleanup_dir(dir.clone());
+                }
+                r
+            }) {
                 Ok(()) => {
                     made = true;
                     break;
@@ -249,6 +257,9 @@ impl Cgroup {
         let procs = cg.dir.join("cgroup.procs");
         let own_procs = cg.own_dir.join("cgroup.procs");
         let me = pid.to_string();
+        // In and back out as one step: a signal never ends joulerun while it sits in the
+        // command's cgroup (which could then not be removed).
+        let _in_and_out = crate::signals::critical_guard();
         if let Err(e) = write_pid(&procs, &me) {
             return Err(unavailable(
                 format!(
@@ -274,6 +285,7 @@ impl Cgroup {
                 "use --track proc",
             ));
         }
+        drop(_in_and_out);
         cg.base_usec = cg.read_usage_usec().unwrap_or(0);
         let procs_c = CString::new(procs.as_os_str().as_bytes()).map_err(|_| {
             unavailable(
@@ -334,8 +346,14 @@ impl Cgroup {
                 }
             }
             match fs::remove_dir(&self.dir) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Ok(()) => {
+                    crate::signals::unregister(&self.dir);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    crate::signals::unregister(&self.dir);
+                    return Ok(());
+                }
                 Err(e) => {
                     last = Err(format!(
                         "could not remove cgroup {}: {}",
@@ -357,6 +375,63 @@ impl Cgroup {
         }
         last
     }
+}
+
+/// The directory of this process's own cgroup v2, when one is mounted and visible.
+pub fn own_cgroup_dir() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mount_root, mount_point) = parse::find_cgroup2_mount(&mountinfo)?;
+    let own = fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own_path = parse::find_cgroup2_path(&own)?;
+    parse::cgroup_dir(&mount_root, &mount_point, &own_path).map(PathBuf::from)
+}
+
+/// The pid in the name of a cgroup joulerun creates (`joulerun-<pid>-<n>`).
+pub fn stale_name_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("joulerun-")?;
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse::<i32>().ok().filter(|p| *p > 0)
+}
+
+/// Whether `pid` is a live joulerun.
+fn joulerun_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() == "joulerun",
+        Err(_) => false,
+    }
+}
+
+/// Remove the cgroups an earlier joulerun left in `own_dir` (killed before it could clean
+/// up): named `joulerun-<pid>-<n>` with `<pid>` no longer a joulerun, owned by this user,
+/// and empty (a cgroup that still holds processes cannot be removed, and is left alone).
+/// Returns how many were removed.
+pub fn clean_stale(own_dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(own_dir) else {
+        return 0;
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let me = std::process::id() as i32;
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(stale_name_pid) else {
+            continue;
+        };
+        if pid == me || joulerun_alive(pid) {
+            continue;
+        }
+        let path = e.path();
+        let owned = fs::metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        let empty =
+            fs::read_to_string(path.join("cgroup.procs")).is_ok_and(|t| t.trim().is_empty());
+        if owned && empty && fs::remove_dir(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 impl Drop for Cgroup {

@@ -1,8 +1,16 @@
-//! The CSV timeline: one row per domain per tick, flushed every tick so a killed run
-//! still leaves its rows (schema in docs/output-formats.md).
+//! The CSV timeline: one row per domain per tick (schema in docs/output-formats.md).
+//!
+//! Each tick's rows are formatted into one buffer and handed to the kernel in one write,
+//! so a kill of joulerun never leaves half a row. A write that fails (disk full, a file
+//! size limit, a closed pipe) stops the timeline: a regular file is cut back to its last
+//! complete row, and the failure is reported and changes joulerun's exit status like any
+//! lost output (README, "Exit statuses").
 
-use std::io::Write;
+use std::cell::RefCell;
+use std::io::{self, Write};
+use std::rc::Rc;
 
+use crate::output::Prepared;
 use crate::sources::Domain;
 
 /// Version of the CSV schema, written in the `schema_version` column of every row.
@@ -21,38 +29,67 @@ pub const HEADER: [&str; 10] = [
     "cumulative_j",
 ];
 
-pub struct CsvSink {
-    w: csv::Writer<Box<dyn Write>>,
+/// The buffer the csv writer fills, shared so the formatted bytes can be taken out.
+#[derive(Clone, Default)]
+struct TickBuf(Rc<RefCell<Vec<u8>>>);
+
+impl Write for TickBuf {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Formats the header and each tick's rows into bytes.
+pub struct CsvFormat {
+    w: csv::Writer<TickBuf>,
+    buf: TickBuf,
     cumulative: Vec<f64>,
 }
 
-impl CsvSink {
-    pub fn new(out: Box<dyn Write>) -> csv::Result<CsvSink> {
-        let mut w = csv::WriterBuilder::new().from_writer(out);
-        w.write_record(HEADER)?;
-        w.flush()?;
-        Ok(CsvSink {
-            w,
+impl Default for CsvFormat {
+    fn default() -> Self {
+        let buf = TickBuf::default();
+        CsvFormat {
+            w: csv::WriterBuilder::new().from_writer(buf.clone()),
+            buf,
             cumulative: Vec::new(),
-        })
+        }
+    }
+}
+
+impl CsvFormat {
+    fn take(&mut self) -> Vec<u8> {
+        let _ = self.w.flush();
+        std::mem::take(&mut *self.buf.0.borrow_mut())
     }
 
-    /// Write one tick and flush.
+    pub fn header(&mut self) -> Vec<u8> {
+        let _ = self.w.write_record(HEADER);
+        self.take()
+    }
+
+    /// The rows of one tick.
     pub fn tick(
         &mut self,
         elapsed_s: f64,
         domains: &[Domain],
         delta_j: &[f64],
         power_w: &[f64],
-    ) -> csv::Result<()> {
+    ) -> Vec<u8> {
         if self.cumulative.len() != domains.len() {
             self.cumulative.resize(domains.len(), 0.0);
         }
         let t = format!("{elapsed_s:.6}");
+        let num = |x: f64| format!("{:.6}", crate::text::no_negative_zero(x));
         for (i, d) in domains.iter().enumerate() {
-            self.cumulative[i] += delta_j[i];
+            let delta = delta_j.get(i).copied().unwrap_or(0.0);
+            self.cumulative[i] += delta;
             let socket = d.socket.map(|s| s.to_string()).unwrap_or_default();
-            self.w.write_record([
+            let _ = self.w.write_record([
                 CSV_SCHEMA_VERSION.to_string().as_str(),
                 t.as_str(),
                 d.name.as_str(),
@@ -60,13 +97,123 @@ impl CsvSink {
                 socket.as_str(),
                 d.source.name(),
                 if d.estimated { "true" } else { "false" },
-                format!("{:.6}", delta_j[i]).as_str(),
-                format!("{:.6}", power_w[i]).as_str(),
-                format!("{:.6}", self.cumulative[i]).as_str(),
-            ])?;
+                num(delta).as_str(),
+                num(power_w.get(i).copied().unwrap_or(0.0)).as_str(),
+                num(self.cumulative[i]).as_str(),
+            ]);
         }
-        self.w.flush()?;
-        Ok(())
+        self.take()
+    }
+}
+
+/// The CSV output of a run.
+pub struct CsvSink {
+    fmt: CsvFormat,
+    out: Prepared,
+    flag: &'static str,
+    describe: String,
+    header_pending: bool,
+    /// Bytes written whole so far (where a regular file is cut back to on a failure).
+    written: u64,
+    error: Option<String>,
+}
+
+impl CsvSink {
+    /// `out` prepared by [`crate::output::prepare`]. A regular file gets its header at
+    /// once, in its temporary file.
+    pub fn new(out: Prepared, flag: &'static str, describe: String) -> CsvSink {
+        let mut s = CsvSink {
+            fmt: CsvFormat::default(),
+            out,
+            flag,
+            describe,
+            header_pending: true,
+            written: 0,
+            error: None,
+        };
+        if matches!(s.out, Prepared::Atomic(_)) {
+            s.write_header();
+        }
+        s
+    }
+
+    fn is_regular(&self) -> bool {
+        matches!(self.out, Prepared::Atomic(_) | Prepared::Open(..))
+    }
+
+    fn write_header(&mut self) {
+        if self.header_pending {
+            self.header_pending = false;
+            let h = self.fmt.header();
+            self.write(&h, 0.0);
+        }
+    }
+
+    /// Before the command starts: a FIFO, a device or a descriptor is opened now and gets
+    /// the header (a FIFO without a reader is waited for, with a message).
+    pub fn before_start(&mut self) {
+        if self.error.is_some() || matches!(self.out, Prepared::Atomic(_)) {
+            return;
+        }
+        if let Err(e) = self.out.place(self.flag) {
+            self.fail(0.0, &e);
+            return;
+        }
+        self.write_header();
+    }
+
+    /// The command has started: a regular file now replaces what was at its destination.
+    pub fn after_start(&mut self) {
+        if self.error.is_none()
+            && matches!(self.out, Prepared::Atomic(_))
+            && let Err(e) = self.out.place(self.flag)
+        {
+            self.fail(0.0, &e);
+        }
+    }
+
+    /// Write one tick's rows in one write. After a failure, nothing more is written.
+    pub fn tick(&mut self, elapsed_s: f64, domains: &[Domain], delta_j: &[f64], power_w: &[f64]) {
+        if self.error.is_some() {
+            return;
+        }
+        let rows = self.fmt.tick(elapsed_s, domains, delta_j, power_w);
+        self.write(&rows, elapsed_s);
+    }
+
+    fn write(&mut self, bytes: &[u8], at_s: f64) {
+        let r = match self.out.writer() {
+            Ok(f) => f.write_all(bytes).and_then(|_| f.flush()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => self.written += bytes.len() as u64,
+            Err(e) => self.fail(at_s, &e),
+        }
+    }
+
+    fn fail(&mut self, at_s: f64, e: &io::Error) {
+        // Never leave half a row: cut a regular file back to its last complete row.
+        let regular = self.is_regular();
+        if regular && let Ok(f) = self.out.writer() {
+            let _ = f.set_len(self.written);
+        }
+        self.error = Some(format!(
+            "writing the CSV timeline ({}) to {} failed at {:.2} s: {e}; the rows after that are missing{}",
+            self.flag,
+            self.describe,
+            at_s,
+            if regular {
+                " (the file ends with the last complete row)"
+            } else {
+                ""
+            }
+        ));
+    }
+
+    /// The failure, if writing failed.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 }
 
@@ -74,31 +221,19 @@ impl CsvSink {
 mod tests {
     use super::*;
     use crate::sources::{DomainKind, SourceKind};
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
-    fn rows_accumulate_and_flush() {
-        let buf = Shared::default();
-        let mut s = CsvSink::new(Box::new(buf.clone())).unwrap();
+    fn rows_accumulate() {
+        let mut f = CsvFormat::default();
         let d = vec![
             Domain::new(DomainKind::Package, Some(0), SourceKind::Powercap),
             Domain::new(DomainKind::Estimate, None, SourceKind::Estimate),
         ];
-        s.tick(0.1, &d, &[1.0, 0.5], &[10.0, 5.0]).unwrap();
-        s.tick(0.2, &d, &[2.0, 0.5], &[20.0, 5.0]).unwrap();
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let mut text = String::from_utf8(f.header()).unwrap();
+        text += &String::from_utf8(f.tick(0.1, &d, &[1.0, 0.5], &[10.0, 5.0])).unwrap();
+        let second = String::from_utf8(f.tick(0.2, &d, &[2.0, -0.0], &[20.0, 5.0])).unwrap();
+        assert_eq!(second.lines().count(), 2, "one tick's rows in one buffer");
+        text += &second;
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HEADER.join(","));
         assert_eq!(
@@ -107,7 +242,7 @@ mod tests {
         );
         assert_eq!(
             lines[4],
-            "1,0.200000,cpu (estimated),estimate,,estimate,true,0.500000,5.000000,1.000000"
+            "1,0.200000,cpu (estimated),estimate,,estimate,true,0.000000,5.000000,0.500000"
         );
     }
 }

@@ -128,28 +128,18 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The command as one shell-like string, for titles.
+    /// The command as one shell-like string, for titles (not escaped: see
+    /// [`crate::text`]).
     pub fn command_line(&self) -> String {
-        self.command
-            .iter()
-            .map(|a| {
-                if a.is_empty()
-                    || a.chars()
-                        .any(|c| c.is_whitespace() || "'\"$`\\".contains(c))
-                {
-                    format!("'{}'", a.replace('\'', "'\\''"))
-                } else {
-                    a.clone()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" ")
+        let argv: Vec<std::ffi::OsString> = self.command.iter().map(Into::into).collect();
+        crate::plan::shell_words(&argv)
     }
 }
 
 /// `x` with `digits` significant digits, without exponent, trailing zeros kept to two
 /// decimals at least: 0.0000011, 12.35, 1234.6.
 pub fn sig(x: f64, digits: usize) -> String {
+    let x = crate::text::no_negative_zero(x);
     if x == 0.0 || !x.is_finite() {
         return format!("{:.2}", if x.is_finite() { x } else { 0.0 });
     }
@@ -160,6 +150,7 @@ pub fn sig(x: f64, digits: usize) -> String {
 
 /// An energy in joules with its unit, scaled for reading: 812.3 J, 12.35 kJ, 3.40 MJ.
 pub fn fmt_joules(j: f64) -> String {
+    let j = crate::text::no_negative_zero(j);
     let a = j.abs();
     if a >= 1e6 {
         format!("{:.2} MJ", j / 1e6)
@@ -172,7 +163,7 @@ pub fn fmt_joules(j: f64) -> String {
 
 /// An energy as kWh, or Wh / mWh when small, with the unit shown.
 pub fn fmt_kwh(j: f64) -> String {
-    let kwh = j / J_PER_KWH;
+    let kwh = crate::text::no_negative_zero(j / J_PER_KWH);
     let wh = kwh * 1e3;
     if kwh.abs() >= 0.1 {
         format!("{kwh:.3} kWh")
@@ -188,6 +179,7 @@ pub fn fmt_watts(w: f64) -> String {
 }
 
 pub fn fmt_money(amount: f64, currency: &str) -> String {
+    let amount = crate::text::no_negative_zero(amount);
     if amount.abs() >= 0.01 || amount == 0.0 {
         format!("{amount:.4} {currency}")
     } else {
@@ -212,5 +204,10 @@ mod tests {
         assert_eq!(fmt_kwh(36.0), "10.00 mWh");
         assert_eq!(fmt_money(0.3, "EUR"), "0.3000 EUR");
         assert_eq!(fmt_money(0.0000031, "EUR"), "0.0000031 EUR");
+        // Negative zero never shows.
+        assert_eq!(sig(-0.0, 3), "0.00");
+        assert_eq!(fmt_joules(-0.0), "0.00 J");
+        assert_eq!(fmt_money(-0.0, "EUR"), "0.0000 EUR");
+        assert_eq!(fmt_kwh(-0.0), "0.00 mWh");
     }
 }

@@ -15,10 +15,21 @@ fn new_table() -> Table {
     t
 }
 
+/// Longest command line shown in a title; longer ones lose their middle.
+const TITLE_COMMAND_CHARS: usize = 160;
+
+/// The command line as a title shows it: control characters and bidirectional overrides
+/// escaped, the middle of a very long one elided.
+fn shown_command(s: &Summary) -> String {
+    let line = s.command_line();
+    let escaped = crate::text::escape_line(&line);
+    crate::text::elide_middle(&escaped, TITLE_COMMAND_CHARS).into_owned()
+}
+
 pub fn render(s: &Summary) -> String {
     let mut out = String::new();
     let title = match s.mode {
-        Mode::Command => quoted_title(" Energy of", &s.command_line()),
+        Mode::Command => quoted_title(" Energy of", &shown_command(s)),
         Mode::Pid => format!(
             " Energy while process {} ran:",
             s.pid.map(|p| p.to_string()).unwrap_or_default()
@@ -26,7 +37,7 @@ pub fn render(s: &Summary) -> String {
         Mode::All if s.command.is_empty() => " Energy of the whole machine:".to_string(),
         Mode::All => format!(
             "{} ran:",
-            quoted_title(" Energy of the whole machine while", &s.command_line())
+            quoted_title(" Energy of the whole machine while", &shown_command(s))
                 .trim_end_matches(':')
         ),
     };
@@ -60,7 +71,7 @@ pub fn render(s: &Summary) -> String {
             note
         };
         t.add_row(vec![
-            d.name.clone(),
+            crate::text::escape_line(&d.name).into_owned(),
             d.source.name().to_string(),
             fmt_joules(d.energy_j),
             fmt_watts(d.avg_power_w),
@@ -104,9 +115,9 @@ pub fn render(s: &Summary) -> String {
         "cost".to_string(),
         format!(
             "{}{est} at {} {}/kWh",
-            fmt_money(s.cost.amount, &s.cost.currency),
+            fmt_money(s.cost.amount, &crate::text::escape_line(&s.cost.currency)),
             sig(s.cost.price_per_kwh, 3),
-            s.cost.currency
+            crate::text::escape_line(&s.cost.currency)
         ),
     ]);
     if let Some(e) = &s.exit
@@ -137,7 +148,7 @@ pub fn render(s: &Summary) -> String {
         out.push('\n');
         for w in &s.warnings {
             out.push_str(" warning: ");
-            out.push_str(&w.replace('\n', "\n   "));
+            out.push_str(&crate::text::escape_text(w).replace('\n', "\n   "));
             out.push('\n');
         }
     }
@@ -209,12 +220,15 @@ fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
     push_indented(&mut out, &k.to_string());
     if let Some(note) = &a.baseline.note {
         out.push_str(" note: ");
-        out.push_str(note);
+        out.push_str(&crate::text::escape_text(note));
         out.push('\n');
     } else if let Some(at) = &a.baseline.taken_at {
-        out.push_str(&format!(" baseline calibrated {at}"));
+        out.push_str(&format!(
+            " baseline calibrated {}",
+            crate::text::escape_line(at)
+        ));
         if let Some(f) = &a.baseline.file {
-            out.push_str(&format!(" ({f})"));
+            out.push_str(&format!(" ({})", crate::text::escape_line(f)));
         }
         out.push('\n');
     }

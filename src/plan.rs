@@ -1,0 +1,590 @@
+//! The resolved plan: everything the command line and the environment say, checked and
+//! turned into plain values before any work starts.
+//!
+//! `cli.rs` only defines flags. Here each setting is taken from its flag or, failing that,
+//! its environment variable (errors name whichever the value came from), combinations
+//! that make no sense are refused, the outputs are checked against each other, and the
+//! command is looked up in `PATH`, so that every usage error is reported before anything
+//! is opened, created or started.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::baseline;
+use crate::cli::{CommonArgs, RunArgs, SourceArg, TrackArg};
+use crate::config::{self, Origin, Price};
+use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Error, Result};
+use crate::output::{Dest, Requested};
+use crate::report::Mode;
+use crate::sources::DomainKind;
+use crate::sources::estimate::CpuWatts;
+
+/// How the environment is read (the process environment, or a test's).
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The process environment.
+pub fn process_env(k: &str) -> Option<OsString> {
+    std::env::var_os(k)
+}
+
+/// Settings shared by runs, calibration and `list`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Common {
+    pub sysfs_root: Option<PathBuf>,
+    pub cpu_watts: CpuWatts,
+}
+
+pub fn common(args: &CommonArgs, env: Env<'_>) -> Result<Common> {
+    let sysfs_root = match &args.sysfs_root {
+        Some(p) => Some(p.clone()),
+        None => env("JOULERUN_SYSFS_ROOT")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    };
+    let cpu_watts = config::setting(
+        args.cpu_watts.as_deref(),
+        "--cpu-watts",
+        "JOULERUN_CPU_WATTS",
+        env,
+    )?;
+    Ok(Common {
+        sysfs_root,
+        cpu_watts: config::parse_cpu_watts(cpu_watts.as_ref())?,
+    })
+}
+
+/// Which baseline file a run reads, or a calibration writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaselineChoice {
+    /// `--no-baseline`.
+    Off,
+    /// Named by `--baseline` or `JOULERUN_BASELINE`: it must exist (for a run).
+    Explicit { path: PathBuf, origin: Origin },
+    /// The default location (`$XDG_STATE_HOME/...`, `~/.local/state/...`), if there is
+    /// one: a missing or unreadable file there means "no baseline".
+    Default(Option<PathBuf>),
+}
+
+impl BaselineChoice {
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            BaselineChoice::Off => None,
+            BaselineChoice::Explicit { path, .. } => Some(path),
+            BaselineChoice::Default(p) => p.as_deref(),
+        }
+    }
+}
+
+fn baseline_choice(args: &RunArgs, env: Env<'_>) -> BaselineChoice {
+    if args.no_baseline {
+        return BaselineChoice::Off;
+    }
+    if let Some(p) = &args.baseline {
+        return BaselineChoice::Explicit {
+            path: p.clone(),
+            origin: Origin::Flag("--baseline"),
+        };
+    }
+    if let Some(p) = env(baseline::ENV_VAR).filter(|v| !v.is_empty()) {
+        return BaselineChoice::Explicit {
+            path: PathBuf::from(p),
+            origin: Origin::Env(baseline::ENV_VAR),
+        };
+    }
+    BaselineChoice::Default(baseline::path_from_env(|k| {
+        if k == baseline::ENV_VAR { None } else { env(k) }
+    }))
+}
+
+fn source(args: &RunArgs, env: Env<'_>) -> Result<SourceArg> {
+    if let Some(s) = args.source {
+        return Ok(s);
+    }
+    let Some(s) = config::setting(None, "--source", "JOULERUN_SOURCE", env)? else {
+        return Ok(SourceArg::Auto);
+    };
+    use clap::ValueEnum;
+    SourceArg::from_str(s.value.trim(), true).map_err(|_| {
+        Error::usage(format!(
+            "invalid source '{}' from {}: use auto, perf, powercap, msr or estimate",
+            crate::text::escape_line(&s.value),
+            s.origin
+        ))
+    })
+}
+
+/// What a run measures and where its outputs go.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub mode: Mode,
+    pub command: Vec<OsString>,
+    pub pid: Option<i32>,
+    pub source: SourceArg,
+    pub only: Vec<DomainKind>,
+    pub interval_ms: u64,
+    pub price: Price,
+    pub common: Common,
+    pub baseline: BaselineChoice,
+    pub track: TrackArg,
+    /// `-o FILE`; `None`: the report goes to stderr.
+    pub report: Option<Requested>,
+    pub json: Option<Requested>,
+    pub csv: Option<Requested>,
+}
+
+fn requested(flag: &'static str, what: &'static str, p: &Option<PathBuf>) -> Option<Requested> {
+    p.as_ref().map(|p| Requested {
+        flag,
+        what,
+        dest: Dest::parse(p),
+    })
+}
+
+/// Resolve a run (`joulerun [OPTIONS] -- CMD`, `-p`, `-a`).
+pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan> {
+    let mode = if args.pid.is_some() {
+        Mode::Pid
+    } else if args.all {
+        Mode::All
+    } else {
+        Mode::Command
+    };
+    if mode == Mode::Command && command.is_empty() {
+        return Err(Error::usage(
+            "no command given: try `joulerun -- sleep 1`, `joulerun -a` for the whole machine, or `joulerun --help`",
+        ));
+    }
+    if mode == Mode::Pid && !command.is_empty() {
+        return Err(Error::usage(
+            "-p/--pid attaches to a running process: give no command with it",
+        ));
+    }
+    if args.duration.is_some() || args.force {
+        return Err(Error::usage(
+            "--duration and --force only apply to --basepower",
+        ));
+    }
+    let price = config::parse_price(
+        config::setting(args.price.as_deref(), "--price", "JOULERUN_PRICE", env)?.as_ref(),
+        config::setting(
+            args.currency.as_deref(),
+            "--currency",
+            "JOULERUN_CURRENCY",
+            env,
+        )?
+        .as_ref(),
+    )?;
+    let plan = RunPlan {
+        mode,
+        command: command.to_vec(),
+        pid: args.pid,
+        source: source(args, env)?,
+        only: config::parse_domains(&args.domains)?,
+        interval_ms: config::parse_interval(args.interval)?,
+        price,
+        common: common(&args.common, env)?,
+        baseline: baseline_choice(args, env),
+        track: args.track.unwrap_or(TrackArg::Auto),
+        report: requested("-o", "the report", &args.output),
+        json: requested("--json", "the JSON summary", &args.json),
+        csv: requested("--csv", "the CSV timeline", &args.csv),
+    };
+    if mode == Mode::Pid && args.track.is_some() {
+        return Err(Error::usage(
+            "--track has no effect with -p: an attached process is always followed through /proc",
+        ));
+    }
+    if mode == Mode::All && args.track.is_some() {
+        return Err(Error::usage(
+            "--track has no effect with -a: the whole machine is measured, no process tree",
+        ));
+    }
+    let mut outs: Vec<Requested> = [&plan.report, &plan.json, &plan.csv]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    // The report goes to stderr unless -o says otherwise: nothing else may go there.
+    if plan.report.is_none() && !crate::output::stderr_closed_at_start() {
+        outs.push(Requested {
+            flag: "the report (stderr)",
+            what: "the report",
+            dest: Dest::Fd(2),
+        });
+    }
+    let reserved: Vec<(&Path, &str)> = plan
+        .baseline
+        .path()
+        .map(|p| (p, "the baseline file this run reads"))
+        .into_iter()
+        .collect();
+    crate::output::check(&outs, &reserved)?;
+    if let Some(prog) = plan.command.first() {
+        resolve_command(prog, env)?;
+    }
+    Ok(plan)
+}
+
+/// What `--basepower` does.
+#[derive(Clone, Debug)]
+pub struct CalibratePlan {
+    pub duration_s: f64,
+    pub force: bool,
+    pub source: SourceArg,
+    pub only: Vec<DomainKind>,
+    pub interval_ms: u64,
+    pub common: Common,
+    /// Where the baseline is written.
+    pub path: PathBuf,
+    /// `-o FILE`; `None`: stderr.
+    pub report: Option<Requested>,
+}
+
+/// Shortest and longest calibration accepted, seconds.
+pub const MIN_CALIBRATION_S: f64 = 1.0;
+pub const MAX_CALIBRATION_S: f64 = 3600.0;
+pub const DEFAULT_CALIBRATION_S: f64 = 10.0;
+
+/// Resolve `joulerun --basepower`. Options that only make sense for a run are refused,
+/// not silently ignored.
+pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<CalibratePlan> {
+    if !command.is_empty() {
+        return Err(Error::usage(format!(
+            "--basepower measures the idle machine and runs no command: remove '{}' (or drop --basepower to measure the command)",
+            crate::text::escape_line(&shell_words(command))
+        )));
+    }
+    let refuse = |flag: &str, why: &str| {
+        Err(Error::usage(format!(
+            "{flag} cannot be used with --basepower: {why}"
+        )))
+    };
+    if args.no_baseline {
+        return refuse(
+            "--no-baseline",
+            "calibration writes a baseline (give --baseline FILE to choose where)",
+        );
+    }
+    if args.pid.is_some() || args.all {
+        return refuse(
+            if args.all { "-a" } else { "-p" },
+            "calibration measures the idle machine on its own",
+        );
+    }
+    for (given, flag) in [
+        (args.json.is_some(), "--json"),
+        (args.csv.is_some(), "--csv"),
+        (args.track.is_some(), "--track"),
+        (args.price.is_some(), "--price"),
+        (args.currency.is_some(), "--currency"),
+    ] {
+        if given {
+            return refuse(flag, "it only applies to a measured run");
+        }
+    }
+    let d = args.duration.unwrap_or(DEFAULT_CALIBRATION_S);
+    if !(d.is_finite() && (MIN_CALIBRATION_S..=MAX_CALIBRATION_S).contains(&d)) {
+        return Err(Error::usage(format!(
+            "invalid --duration {d}: give seconds between {MIN_CALIBRATION_S} and {MAX_CALIBRATION_S} (the default is 10)"
+        )));
+    }
+    let path = match baseline_choice(args, env) {
+        BaselineChoice::Explicit { path, .. } => path,
+        BaselineChoice::Default(Some(p)) => p,
+        BaselineChoice::Default(None) | BaselineChoice::Off => {
+            return Err(Error::usage(
+                "no place to store the baseline: HOME and XDG_STATE_HOME are unset; give --baseline FILE or set JOULERUN_BASELINE",
+            ));
+        }
+    };
+    let report = requested("-o", "the calibration report", &args.output);
+    if let Some(r) = &report {
+        crate::output::check(
+            std::slice::from_ref(r),
+            &[(&path, "where the baseline is written")],
+        )?;
+    }
+    Ok(CalibratePlan {
+        duration_s: d,
+        force: args.force,
+        source: source(args, env)?,
+        only: config::parse_domains(&args.domains)?,
+        interval_ms: config::parse_interval(args.interval)?,
+        common: common(&args.common, env)?,
+        path,
+        report,
+    })
+}
+
+/// The command line as one shell-like string.
+pub fn shell_words(argv: &[OsString]) -> String {
+    argv.iter()
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.is_empty()
+                || a.chars()
+                    .any(|c| c.is_whitespace() || "'\"$`\\;&|<>*?()[]{}#~".contains(c))
+            {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn is_executable_file(p: &Path) -> std::result::Result<bool, std::io::Error> {
+    let m = std::fs::metadata(p)?;
+    Ok(m.is_file() && m.permissions().mode() & 0o111 != 0 && access_x(p))
+}
+
+fn access_x(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// The hint added when the command is named `list`: options given before the subcommand
+/// make clap take `list` for the command to run.
+fn list_hint(prog: &OsStr) -> &'static str {
+    if prog == "list" {
+        "\n  (to list energy interfaces, give options after the subcommand: `joulerun list --sysfs-root DIR`)"
+    } else {
+        ""
+    }
+}
+
+/// Find the program the way `execvp` will: a name with a slash is a path; otherwise the
+/// first executable regular file of that name in `PATH`. Not found: 127; found but not
+/// executable (a directory, no execute permission): 126. Messages say which and what to do.
+pub fn resolve_command(prog: &OsStr, env: Env<'_>) -> Result<PathBuf> {
+    let name = crate::text::escape_line(&prog.to_string_lossy()).into_owned();
+    let hint = list_hint(prog);
+    if prog.is_empty() {
+        return Err(Error::with_code(
+            "command not found: '' (the command name is empty)",
+            EXIT_NOT_FOUND,
+        ));
+    }
+    let not_executable = |p: &Path, why: &str| {
+        Error::with_code(
+            format!(
+                "cannot execute '{}': {why}{hint}",
+                crate::text::escape_line(&p.display().to_string())
+            ),
+            EXIT_CANNOT_EXECUTE,
+        )
+    };
+    if prog.as_bytes().contains(&b'/') {
+        let p = PathBuf::from(prog);
+        return match std::fs::metadata(&p) {
+            Err(_) => Err(Error::with_code(
+                format!("command not found: '{name}' (check the path){hint}"),
+                EXIT_NOT_FOUND,
+            )),
+            Ok(m) if m.is_dir() => Err(not_executable(&p, "it is a directory")),
+            Ok(_) if !is_executable_file(&p).unwrap_or(false) => Err(not_executable(
+                &p,
+                &format!(
+                    "permission denied (a file without execute permission? try chmod +x '{name}')"
+                ),
+            )),
+            Ok(_) => Ok(p),
+        };
+    }
+    let path = env("PATH")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let mut denied: Option<PathBuf> = None;
+    for dir in path.as_bytes().split(|b| *b == b':') {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let cand = dir.join(prog);
+        match std::fs::metadata(&cand) {
+            Ok(m) if m.is_file() => {
+                if is_executable_file(&cand).unwrap_or(false) {
+                    return Ok(cand);
+                }
+                denied.get_or_insert(cand);
+            }
+            _ => {}
+        }
+    }
+    match denied {
+        Some(p) => Err(not_executable(
+            &p,
+            "permission denied (found in PATH, but without execute permission)",
+        )),
+        None => Err(Error::with_code(
+            format!(
+                "command not found: '{name}' (check the spelling, or give its path; it was looked up in PATH){hint}"
+            ),
+            EXIT_NOT_FOUND,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> crate::cli::Cli {
+        crate::cli::Cli::try_parse_from(std::iter::once("joulerun").chain(args.iter().copied()))
+            .unwrap()
+    }
+
+    fn no_env(_: &str) -> Option<OsString> {
+        None
+    }
+
+    #[test]
+    fn environment_errors_name_the_variable() {
+        let cli = parse(&["--", "true"]);
+        let env = |k: &str| (k == "JOULERUN_SOURCE").then(|| OsString::from("bogus"));
+        let e = run(&cli.run, &cli.command, &env).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(
+            e.message
+                .starts_with("invalid source 'bogus' from JOULERUN_SOURCE"),
+            "{}",
+            e.message
+        );
+        let env = |k: &str| (k == "JOULERUN_PRICE").then(|| OsString::from("free"));
+        let e = run(&cli.run, &cli.command, &env).unwrap_err();
+        assert!(
+            e.message
+                .starts_with("invalid price 'free' from JOULERUN_PRICE"),
+            "{}",
+            e.message
+        );
+        let env = |k: &str| (k == "JOULERUN_CPU_WATTS").then(|| OsString::from("7"));
+        let e = run(&cli.run, &cli.command, &env).unwrap_err();
+        assert!(
+            e.message.starts_with("invalid JOULERUN_CPU_WATTS"),
+            "{}",
+            e.message
+        );
+        // The flag wins over the variable.
+        let cli = parse(&["--source", "estimate", "--", "true"]);
+        let env = |k: &str| (k == "JOULERUN_SOURCE").then(|| OsString::from("bogus"));
+        assert_eq!(
+            run(&cli.run, &cli.command, &env).unwrap().source,
+            SourceArg::Estimate
+        );
+    }
+
+    #[test]
+    fn baseline_from_flag_variable_or_default() {
+        let cli = parse(&["--", "true"]);
+        let env = |k: &str| match k {
+            "JOULERUN_BASELINE" => Some(OsString::from("/x/b.json")),
+            "HOME" => Some(OsString::from("/home/u")),
+            _ => None,
+        };
+        let p = run(&cli.run, &cli.command, &env).unwrap();
+        assert_eq!(
+            p.baseline,
+            BaselineChoice::Explicit {
+                path: "/x/b.json".into(),
+                origin: Origin::Env("JOULERUN_BASELINE")
+            }
+        );
+        let env = |k: &str| (k == "HOME").then(|| OsString::from("/home/u"));
+        let p = run(&cli.run, &cli.command, &env).unwrap();
+        assert_eq!(
+            p.baseline,
+            BaselineChoice::Default(Some("/home/u/.local/state/joulerun/baseline.json".into()))
+        );
+        let cli = parse(&["--no-baseline", "--", "true"]);
+        assert_eq!(
+            run(&cli.run, &cli.command, &env).unwrap().baseline,
+            BaselineChoice::Off
+        );
+    }
+
+    #[test]
+    fn calibration_refuses_what_it_would_ignore() {
+        for (args, needle) in [
+            (vec!["--basepower", "--", "sleep", "1"], "runs no command"),
+            (
+                vec!["--basepower", "--no-baseline"],
+                "--no-baseline cannot be used",
+            ),
+            (vec!["--basepower", "--json", "x"], "--json cannot be used"),
+            (vec!["--basepower", "-p", "1"], "-p cannot be used"),
+            (
+                vec!["--basepower", "--duration", "0.5"],
+                "invalid --duration",
+            ),
+        ] {
+            let cli = parse(&args);
+            let e = calibrate(&cli.run, &cli.command, &no_env).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+        let cli = parse(&[
+            "--basepower",
+            "--baseline",
+            "/tmp/b.json",
+            "--duration",
+            "2",
+        ]);
+        let p = calibrate(&cli.run, &cli.command, &no_env).unwrap();
+        assert_eq!(
+            (p.duration_s, p.path.as_path()),
+            (2.0, Path::new("/tmp/b.json"))
+        );
+    }
+
+    #[test]
+    fn commands_are_resolved_like_execvp() {
+        let t = tempfile::tempdir().unwrap();
+        let exe = t.path().join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let plain = t.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let dir = t.path().to_path_buf();
+        let env = move |k: &str| (k == "PATH").then(|| dir.clone().into_os_string());
+        assert_eq!(resolve_command(OsStr::new("tool"), &env).unwrap(), exe);
+        assert_eq!(
+            resolve_command(OsStr::new("nope"), &env).unwrap_err().code,
+            127
+        );
+        assert_eq!(
+            resolve_command(OsStr::new("plain"), &env).unwrap_err().code,
+            126
+        );
+        let e = resolve_command(t.path().as_os_str(), &env).unwrap_err();
+        assert_eq!(e.code, 126);
+        assert!(e.message.contains("directory"), "{}", e.message);
+        let e = resolve_command(OsStr::new("./no/such"), &env).unwrap_err();
+        assert_eq!(e.code, 127);
+        let e = resolve_command(OsStr::new("list"), &env).unwrap_err();
+        assert!(
+            e.message.contains("options after the subcommand"),
+            "{}",
+            e.message
+        );
+        let e = resolve_command(OsStr::new("a\x1b[2Jb"), &env).unwrap_err();
+        assert!(e.message.contains("a\\x1b[2Jb"), "{}", e.message);
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split() {
+        let v: Vec<OsString> = ["sh", "-c", "a b", "it's", ""]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(shell_words(&v), "sh -c 'a b' 'it'\\''s' ''");
+    }
+}
