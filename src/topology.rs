@@ -35,7 +35,8 @@ impl Topology {
                 if cpu_package.len() <= n {
                     cpu_package.resize(n + 1, None);
                 }
-                let id = fs::read_to_string(e.path().join("topology/physical_package_id"))
+                // Never blocks on a FIFO planted in a fake tree: regular files only.
+                let id = crate::fsx::read_attr_string(&e.path().join("topology/physical_package_id"))
                     .ok()
                     .and_then(|s| s.trim().parse::<i64>().ok());
                 cpu_package[n] = match id {
