@@ -59,7 +59,7 @@ pub struct CommonArgs {
     )]
     pub sysfs_root: Option<PathBuf>,
 
-    /// Estimate model: whole-machine power at idle and at full load, in watts.
+    /// Estimate model: whole-machine power at idle and at full load, in watts (at most 1 MW).
     #[arg(long, value_name = "IDLE,MAX", env = "JOULERUN_CPU_WATTS")]
     pub cpu_watts: Option<String>,
 }

@@ -11,7 +11,8 @@
 //!
 //! Default coefficients per logical CPU: 0.74 W idle and 3.5 W at full load, the
 //! averages Cloud Carbon Footprint derives from SPECpower results for AWS instances.
-//! `--cpu-watts IDLE,MAX` (or `JOULERUN_CPU_WATTS`) replaces them with whole-machine watts.
+//! `--cpu-watts IDLE,MAX` (or `JOULERUN_CPU_WATTS`) replaces them with whole-machine watts,
+//! each at most [`MAX_CPU_WATTS`].
 //! The busy CPU time is the whole machine's, from `/proc/stat`.
 
 use std::fs::File;
@@ -29,6 +30,10 @@ use super::{
 pub const DEFAULT_IDLE_W_PER_CPU: f64 = 0.74;
 /// Default full-load power per logical CPU, watts (Cloud Carbon Footprint, AWS average).
 pub const DEFAULT_MAX_W_PER_CPU: f64 = 3.5;
+
+/// The largest `--cpu-watts` value accepted, watts: 1 MW, far above any one machine's
+/// CPUs (a rack is tens of kW), so anything above it is a typo or a unit mistake.
+pub const MAX_CPU_WATTS: f64 = 1e6;
 
 /// The estimate's coefficients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -54,6 +59,13 @@ impl CpuWatts {
                 return Err(format!(
                     "'{}' must be a finite, non-negative wattage",
                     x.trim()
+                ));
+            }
+            if v > MAX_CPU_WATTS {
+                return Err(format!(
+                    "'{}' W is more than {} W (1 MW), not a machine's CPU power: give whole-machine watts, e.g. 10,65",
+                    x.trim(),
+                    MAX_CPU_WATTS
                 ));
             }
             Ok(v)
@@ -223,6 +235,16 @@ mod tests {
         assert!(CpuWatts::parse("50,10").is_err());
         assert!(CpuWatts::parse("-1,10").is_err());
         assert!(CpuWatts::parse("NaN,10").is_err());
+    }
+
+    #[test]
+    fn cpu_watts_above_a_megawatt_are_refused() {
+        assert!(CpuWatts::parse("1000000,1000000").is_ok());
+        for bad in ["1e308,1e308", "1e10,1e10", "10,1e7", "1e6,1000001"] {
+            let e = CpuWatts::parse(bad).unwrap_err();
+            assert!(e.contains("1 MW"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]
