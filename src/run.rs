@@ -598,6 +598,24 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
                 d.name, acc.resets
             ));
         }
+        if let Some(g) = &acc.first_glitch {
+            warnings.push(format!(
+                "{}: {} ignored, the first at {:.2} s ({}): the energy of {} is unknown",
+                d.name,
+                if acc.glitches == 1 {
+                    "1 implausible reading".to_string()
+                } else {
+                    format!("{} implausible readings", acc.glitches)
+                },
+                g.t_s,
+                g.kind,
+                if acc.glitches == 1 {
+                    "that interval"
+                } else {
+                    "those intervals"
+                },
+            ));
+        }
         domains.push(DomainSummary {
             name: d.name.clone(),
             kind: d.kind,
@@ -610,6 +628,8 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
             wraps: acc.wraps,
             failed_reads: h.failed_reads,
             first_error: h.first_error.as_ref().map(|(_, m)| m.clone()),
+            glitches: acc.glitches,
+            first_glitch: acc.first_glitch.as_ref().map(|g| g.kind.to_string()),
         });
     }
     let in_total: Vec<&DomainSummary> = domains.iter().filter(|d| d.in_total).collect();

@@ -59,6 +59,13 @@ pub fn render(s: &Summary) -> String {
         } else {
             note
         };
+        let note = match d.glitches {
+            0 => note,
+            1 => format!("{note} 1 implausible reading").trim().to_string(),
+            n => format!("{note} {n} implausible readings")
+                .trim()
+                .to_string(),
+        };
         t.add_row(vec![
             d.name.clone(),
             d.source.name().to_string(),

@@ -35,6 +35,9 @@ pub const DEFAULT_MAX_W_PER_CPU: f64 = 3.5;
 /// CPUs (a rack is tens of kW), so anything above it is a typo or a unit mistake.
 pub const MAX_CPU_WATTS: f64 = 1e6;
 
+/// The estimate's plausible maximum power, as a multiple of its model's full-load power.
+pub const CEILING_OVER_MODEL_MAX: f64 = 1.5;
+
 /// The estimate's coefficients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct CpuWatts {
@@ -154,11 +157,10 @@ impl EstimateSource {
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Ok(EstimateSource {
-            domains: vec![Domain::new(
-                DomainKind::Estimate,
-                None,
-                SourceKind::Estimate,
-            )],
+            domains: vec![
+                Domain::new(DomainKind::Estimate, None, SourceKind::Estimate)
+                    .with_max_power(CEILING_OVER_MODEL_MAX * max_w),
+            ],
             stat,
             buf,
             start: Instant::now(),
@@ -270,5 +272,16 @@ mod tests {
         let j = (b - a) as f64 * 1e-9;
         // 50 ms at between 10 and 20 W: between 0.5 and 1.0 J (plus scheduling slack).
         assert!((0.45..=1.5).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn the_ceiling_is_the_models_maximum_times_one_and_a_half() {
+        let ctx = OpenContext {
+            root: crate::sysroot::SysRoot::default(),
+            topology: crate::topology::Topology::default(),
+            cpu_watts: CpuWatts::parse("10,40").unwrap(),
+        };
+        let s = EstimateSource::open(&ctx).unwrap();
+        assert_eq!(s.domains()[0].max_power_w, 60.0);
     }
 }

@@ -525,6 +525,7 @@ impl PowercapSource {
                 socket: mapped.socket,
                 source: SourceKind::Powercap,
                 estimated: false,
+                max_power_w: mapped.kind.plausible_max_w(),
             });
             zone_paths.push(path);
             counters.push(counter);
