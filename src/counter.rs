@@ -1,5 +1,6 @@
 //! From readings to joules: wrap-aware deltas of cumulative counters, trapezoidal
-//! integration of power readings, and the plausibility check every delta goes through. Pure arithmetic, no I/O.
+//! integration of power readings, the estimate's model over the sampler's clock, and the
+//! plausibility check every delta goes through. Pure arithmetic, no I/O.
 //!
 //! Plausibility (docs/sources.md, "Glitches and plausibility"): every domain carries a
 //! plausible maximum power ([`crate::sources::Domain::max_power_w`]). Energy above
@@ -12,7 +13,7 @@
 
 use std::fmt;
 
-use crate::sources::{Domain, DomainKind, Reading, Wrap};
+use crate::sources::{Domain, DomainKind, Reading, Wrap, estimate};
 
 /// What happened between two counter values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub enum GlitchKind {
     AboveRange { value: u64, range: u64 },
     /// A power reading that is not a number, negative, or above `max_w`.
     Power { watts: f64, max_w: f64 },
+    /// Estimate inputs that are not finite, negative, or with no CPU.
+    Model,
 }
 
 /// One implausible reading.
@@ -201,6 +204,7 @@ impl fmt::Display for GlitchKind {
                     )
                 }
             }
+            GlitchKind::Model => write!(f, "the estimate's inputs are not usable numbers"),
         }
     }
 }
@@ -368,6 +372,48 @@ impl Accumulator {
             (Some((t0, Reading::Power { watts: p0 })), Reading::Power { watts: p1 }) => {
                 let dt = (t_s - t0).max(0.0);
                 Ok(0.5 * (p0 + p1) * dt)
+            }
+            (
+                _,
+                Reading::Model {
+                    busy_cpu_s,
+                    cpus,
+                    idle_w,
+                    max_w,
+                },
+            ) if !(busy_cpu_s.is_finite()
+                && busy_cpu_s >= 0.0
+                && cpus > 0
+                && idle_w.is_finite()
+                && max_w.is_finite()
+                && 0.0 <= idle_w
+                && idle_w <= max_w) =>
+            {
+                Err((GlitchKind::Model, false))
+            }
+            (
+                Some((t0, Reading::Model { busy_cpu_s: b0, .. })),
+                Reading::Model {
+                    busy_cpu_s: b1,
+                    cpus,
+                    idle_w,
+                    max_w,
+                },
+            ) => {
+                let dt = (t_s - t0).max(0.0);
+                let j = estimate::model_energy_j(idle_w, max_w, dt, b1 - b0, cpus);
+                if j <= allowed {
+                    Ok(j)
+                } else {
+                    Err((
+                        GlitchKind::Jump {
+                            by_j: j,
+                            window_s: window,
+                            implied_w: per_s(j),
+                        },
+                        true,
+                    ))
+                }
             }
             // First reading, or a source that changed its kind of reading: no energy yet.
             _ => {
@@ -786,6 +832,31 @@ mod tests {
             c.step(0.001, 0.001, ctr(25_000_000, INTEL_RANGE)),
             Delta::Joules(25.0)
         );
+    }
+
+    #[test]
+    fn the_model_is_integrated_over_the_callers_clock() {
+        let model = |busy_cpu_s| Reading::Model {
+            busy_cpu_s,
+            cpus: 2,
+            idle_w: 10.0,
+            max_w: 10.0,
+        };
+        let mut a = Accumulator::with_max_power(15.0);
+        a.step(0.0, 0.0, model(100.0));
+        a.step(0.0013, 0.0013, model(100.0));
+        a.step(0.0021, 0.0021, model(100.01));
+        // A constant 10 W model is exactly 10 W over the times it was given.
+        assert!((a.total_j / 0.0021 - 10.0).abs() < 1e-9, "{}", a.total_j);
+        // Not finite, or no CPU: a glitch.
+        let bad = Reading::Model {
+            busy_cpu_s: f64::NAN,
+            cpus: 2,
+            idle_w: 10.0,
+            max_w: 10.0,
+        };
+        assert_eq!(a.step(0.003, 0.003, bad), Delta::Glitch);
+        assert_eq!(a.glitches, 1);
     }
 
     #[test]

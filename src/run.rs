@@ -523,7 +523,8 @@ pub fn run(args: &RunArgs, command: &[OsString], signals: &mut Signals) -> Resul
         _ => None,
     };
 
-    let elapsed_s = sampler.now_s();
+    // The time of the last reading, not of now: the energy ends there too.
+    let elapsed_s = sampler.elapsed_s();
     let self_cpu_s = (procs::self_cpu_s() - self_cpu0).max(0.0);
     let summary = summarise(SummaryInput {
         mode,

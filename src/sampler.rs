@@ -93,6 +93,11 @@ impl Sampler {
         self.start.map_or(0.0, |s| s.elapsed().as_secs_f64())
     }
 
+    /// Seconds from the first reading to the last: the time the run's energy covers.
+    pub fn elapsed_s(&self) -> f64 {
+        self.last_t
+    }
+
     /// The first reading: the zero point of every counter and of the clock.
     pub fn start(&mut self) {
         self.start = Some(Instant::now());
@@ -270,5 +275,6 @@ mod tests {
         assert!((a.total_j - 0.801).abs() < 1e-9, "{}", a.total_j);
         // Not a failed read.
         assert_eq!(s.health()[0].failed_reads, 0);
+        assert!(s.elapsed_s() > 0.0 && s.elapsed_s() <= s.now_s());
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the built binary against fake hardware whose counters glitch
 //! while a real child runs (a counter that steps down without a wrap, jumps forward,
-//! resets, or reads above its range), and against absurd estimate coefficients.
+//! resets, or reads above its range), against absurd estimate coefficients, and the
+//! estimate's average power for a very short command.
 //!
 //! Glitches are played by `CounterDriver` when the command creates a trigger file, so
 //! they always happen mid-run, whatever the machine's load.
@@ -367,5 +368,42 @@ fn absurd_cpu_watts_are_a_usage_error_with_one_clear_line() {
             assert!(e.contains("1 MW"), "{e}");
             assert!(!marker.exists());
         }
+    }
+}
+
+#[test]
+fn a_constant_estimate_reports_its_own_power_even_for_true() {
+    let t = tempfile::tempdir().unwrap();
+    for _ in 0..5 {
+        let o = bin(t.path())
+            .args([
+                "--source",
+                "estimate",
+                "--cpu-watts",
+                "10,10",
+                "--json",
+                "-",
+                "--",
+                "true",
+            ])
+            .output()
+            .unwrap();
+        let report = ok(&o);
+        let j = json(&o);
+        assert_eq!(j["estimated"], true);
+        assert_close(f(&j["total"]["avg_power_w"]), 10.0, 0.01, "total");
+        assert_close(
+            f(&domain(&j, "cpu (estimated)")["avg_power_w"]),
+            10.0,
+            0.01,
+            "domain",
+        );
+        assert_close(
+            f(&j["total"]["energy_j"]),
+            10.0 * f(&j["elapsed_s"]),
+            0.01,
+            "energy",
+        );
+        assert!(!report.contains("stuck"), "{report}");
     }
 }

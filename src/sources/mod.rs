@@ -1,8 +1,9 @@
 //! Energy sources: one module per hardware interface, all behind [`Source`].
 //!
-//! A source only reads. It returns, for each of its domains, either a raw cumulative
-//! counter (with its wrap behaviour and unit) or an instantaneous power. It never does
-//! time arithmetic: [`crate::counter`] turns readings into joules, and rejects the
+//! A source only reads. It returns, for each of its domains, a raw cumulative counter
+//! (with its wrap behaviour and unit), an instantaneous power, or the estimate's model
+//! inputs (cumulative busy CPU time and coefficients). It never does time arithmetic:
+//! [`crate::counter`] turns readings into joules on the sampler's clock, and rejects the
 //! implausible ones against each domain's [`Domain::max_power_w`].
 //!
 //! Every source is opened from a [`SysRoot`], so tests point it at a fake tree that
@@ -202,6 +203,17 @@ pub enum Reading {
     },
     /// A power in watts, instantaneous or averaged by the hardware; integrated over time.
     Power { watts: f64 },
+    /// The estimate's model inputs: the machine's cumulative busy CPU time (seconds,
+    /// summed over its `cpus` logical CPUs) and the model's whole-machine idle and
+    /// full-load watts. [`crate::counter`] turns two of them into joules over the
+    /// sampler's clock with [`estimate::model_energy_j`], in f64: the estimate keeps no
+    /// clock of its own and no energy in an integer.
+    Model {
+        busy_cpu_s: f64,
+        cpus: u32,
+        idle_w: f64,
+        max_w: f64,
+    },
 }
 
 /// A domain that could not be read on one tick.
