@@ -60,6 +60,12 @@ pub fn plausible_max_j(max_w: f64, window_s: f64) -> f64 {
     max_w * (window_s.max(0.0) + COUNTER_LAG_S)
 }
 
+/// A domain's counter is taken as stuck when it has not changed at all over at least
+/// this long...
+pub const STUCK_MIN_S: f64 = 1.0;
+/// ...and over at least this many readings.
+pub const STUCK_MIN_READINGS: u64 = 3;
+
 /// What made a reading implausible.
 #[derive(Clone, Debug, PartialEq)]
 pub enum GlitchKind {
@@ -221,6 +227,15 @@ pub enum Delta {
     Glitch,
 }
 
+/// Whether a counter has moved since its first reading (for stuck counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Stillness {
+    first: Option<(f64, u64)>,
+    last_t: f64,
+    readings: u64,
+    moved: bool,
+}
+
 /// Per-domain state turning successive readings into energy.
 #[derive(Clone, Debug)]
 pub struct Accumulator {
@@ -235,6 +250,7 @@ pub struct Accumulator {
     pub glitches: u64,
     /// The first of them.
     pub first_glitch: Option<Glitch>,
+    still: Stillness,
 }
 
 impl Default for Accumulator {
@@ -265,6 +281,7 @@ impl Accumulator {
             resets: 0,
             glitches: 0,
             first_glitch: None,
+            still: Stillness::default(),
         }
     }
 
@@ -287,6 +304,9 @@ impl Accumulator {
     /// integrated between the `t_s` of successive readings; plausibility is judged over
     /// the longest the interval can have been, from the previous `t_s` to `t_end_s`.
     pub fn step(&mut self, t_s: f64, t_end_s: f64, r: Reading) -> Delta {
+        if let Reading::Counter { value, .. } = r {
+            self.watch(t_s, value);
+        }
         let prev = self.last;
         let window = prev.map_or(0.0, |(t0, _)| (t_end_s.max(t_s) - t0).max(0.0));
         let allowed = plausible_max_j(self.max_w, window);
@@ -438,6 +458,25 @@ impl Accumulator {
                 Delta::Glitch
             }
         }
+    }
+
+    fn watch(&mut self, t_s: f64, value: u64) {
+        let s = &mut self.still;
+        match s.first {
+            None => s.first = Some((t_s, value)),
+            Some((_, v0)) => s.moved |= value != v0,
+        }
+        s.last_t = t_s;
+        s.readings += 1;
+    }
+
+    /// For a counter that has not changed at all since its first reading, over at least
+    /// [`STUCK_MIN_S`] and [`STUCK_MIN_READINGS`] readings: how long it stayed still.
+    pub fn unchanged_for_s(&self) -> Option<f64> {
+        let s = &self.still;
+        let (t0, _) = s.first?;
+        let span = s.last_t - t0;
+        (!s.moved && s.readings >= STUCK_MIN_READINGS && span >= STUCK_MIN_S).then_some(span)
     }
 
     /// Whether a previous reading exists, i.e. whether the next `update` yields a delta.
@@ -857,6 +896,29 @@ mod tests {
         };
         assert_eq!(a.step(0.003, 0.003, bad), Delta::Glitch);
         assert_eq!(a.glitches, 1);
+    }
+
+    #[test]
+    fn a_counter_that_never_moves_is_stuck_after_a_second() {
+        let mut a = package();
+        for i in 0..=10 {
+            a.update(i as f64 * 0.1, ctr(777, INTEL_RANGE));
+        }
+        assert_eq!(a.unchanged_for_s(), Some(1.0));
+        // Too short, or too few readings: not yet.
+        let mut b = package();
+        for i in 0..5 {
+            b.update(i as f64 * 0.1, ctr(777, INTEL_RANGE));
+        }
+        assert_eq!(b.unchanged_for_s(), None);
+        let mut c = package();
+        c.update(0.0, ctr(777, INTEL_RANGE));
+        c.update(5.0, ctr(777, INTEL_RANGE));
+        assert_eq!(c.unchanged_for_s(), None);
+        // One change anywhere, and it is not stuck.
+        a.update(1.1, ctr(778, INTEL_RANGE));
+        a.update(1.2, ctr(778, INTEL_RANGE));
+        assert_eq!(a.unchanged_for_s(), None);
     }
 
     #[test]

@@ -617,6 +617,20 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
                 },
             ));
         }
+        // A counter that never moved; the estimate is a model, never stuck.
+        let unchanged_s = acc.unchanged_for_s().filter(|_| !d.estimated);
+        if let Some(still_s) = unchanged_s {
+            warnings.push(format!(
+                "{}: the counter did not change in {:.1} s: a stuck counter{}; its 0 J is not a measurement",
+                d.name,
+                still_s,
+                if d.kind == sources::DomainKind::Uncore {
+                    " (or an integrated GPU powered off all along)"
+                } else {
+                    ""
+                }
+            ));
+        }
         domains.push(DomainSummary {
             name: d.name.clone(),
             kind: d.kind,
@@ -631,6 +645,7 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
             first_error: h.first_error.as_ref().map(|(_, m)| m.clone()),
             glitches: acc.glitches,
             first_glitch: acc.first_glitch.as_ref().map(|g| g.kind.to_string()),
+            stuck: unchanged_s.is_some(),
         });
     }
     let in_total: Vec<&DomainSummary> = domains.iter().filter(|d| d.in_total).collect();

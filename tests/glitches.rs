@@ -1,7 +1,7 @@
 //! End-to-end tests of the built binary against fake hardware whose counters glitch
 //! while a real child runs (a counter that steps down without a wrap, jumps forward,
-//! resets, or reads above its range), against absurd estimate coefficients, and the
-//! estimate's average power for a very short command.
+//! resets, reads above its range, or never moves), against absurd estimate
+//! coefficients, and the estimate's average power for a very short command.
 //!
 //! Glitches are played by `CounterDriver` when the command creates a trigger file, so
 //! they always happen mid-run, whatever the machine's load.
@@ -313,6 +313,54 @@ fn a_value_above_the_range_mid_run_is_a_glitch_not_a_reset() {
         "{warnings}"
     );
     assert!(!warnings.contains("lower bound"), "{warnings}");
+}
+
+#[test]
+fn a_counter_that_never_moves_over_a_long_run_is_flagged() {
+    let t = tempfile::tempdir().unwrap();
+    let fake = FakePowercap::new(t.path()).unwrap();
+    fake.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:0:0", "dram", 123_456, Some(INTEL_RANGE_UJ))
+        .unwrap();
+    write_topology(t.path(), &[0]).unwrap();
+    let _driver = CounterDriver::start(vec![DrivenCounter::powercap(
+        fake.energy_path("intel-rapl:0"),
+        10.0,
+        INTEL_RANGE_UJ,
+        0,
+    )])
+    .unwrap();
+    let o = bin(t.path())
+        .args(["--json", "-", "--", "sleep", "1.5"])
+        .output()
+        .unwrap();
+    let report = ok(&o);
+    let j = json(&o);
+    assert_eq!(domain(&j, "dram-0")["stuck"], true);
+    assert_eq!(domain(&j, "dram-0")["energy_j"], 0.0);
+    assert_eq!(domain(&j, "package-0")["stuck"], false);
+    let warnings = j["warnings"].to_string();
+    assert!(
+        warnings.contains("dram-0: the counter did not change in 1.5 s: a stuck counter; its 0 J is not a measurement"),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("package-0: the counter"), "{warnings}");
+    assert!(report.contains("counter stuck"), "{report}");
+
+    // A short run is not enough to tell.
+    let o = bin(t.path())
+        .args(["--json", "-", "--", "sleep", "0.3"])
+        .output()
+        .unwrap();
+    ok(&o);
+    let j = json(&o);
+    assert_eq!(domain(&j, "dram-0")["stuck"], false);
+    assert!(
+        !j["warnings"].to_string().contains("stuck"),
+        "{}",
+        j["warnings"]
+    );
 }
 
 #[test]

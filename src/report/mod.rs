@@ -59,6 +59,9 @@ pub struct DomainSummary {
     pub glitches: u64,
     /// The first of them: what happened, with the power it would have meant.
     pub first_glitch: Option<String>,
+    /// The counter did not change at all over the run (at least
+    /// [`crate::counter::STUCK_MIN_S`]): its 0 J is not a measurement.
+    pub stuck: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -66,6 +66,11 @@ pub fn render(s: &Summary) -> String {
                 .trim()
                 .to_string(),
         };
+        let note = if d.stuck {
+            format!("{note} counter stuck").trim().to_string()
+        } else {
+            note
+        };
         t.add_row(vec![
             d.name.clone(),
             d.source.name().to_string(),
