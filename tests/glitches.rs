@@ -1,7 +1,8 @@
 //! End-to-end tests of the built binary against fake hardware whose counters glitch
 //! while a real child runs (a counter that steps down without a wrap, jumps forward,
-//! resets, reads above its range, or never moves), against absurd estimate
-//! coefficients, and the estimate's average power for a very short command.
+//! resets, reads above its range, or never moves), against zones that duplicate a
+//! domain or start above their range, against absurd estimate coefficients, and the
+//! estimate's average power for a very short command.
 //!
 //! Glitches are played by `CounterDriver` when the command creates a trigger file, so
 //! they always happen mid-run, whatever the machine's load.
@@ -313,6 +314,98 @@ fn a_value_above_the_range_mid_run_is_a_glitch_not_a_reset() {
         "{warnings}"
     );
     assert!(!warnings.contains("lower bound"), "{warnings}");
+}
+
+#[test]
+fn energy_uj_above_max_energy_range_uj_at_open_is_flagged() {
+    let t = tempfile::tempdir().unwrap();
+    let fake = FakePowercap::new(t.path()).unwrap();
+    fake.add_zone("intel-rapl:0", "package-0", 5_000_000, Some(1_000_000))
+        .unwrap()
+        .add_zone("intel-rapl:1", "package-1", 5_000, Some(1_000_000))
+        .unwrap();
+    write_topology(t.path(), &[0, 1]).unwrap();
+    let o = bin(t.path())
+        .args(["--json", "-", "--", "true"])
+        .output()
+        .unwrap();
+    let report = ok(&o);
+    let j = json(&o);
+    let warnings: Vec<String> = j["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect();
+    let w = warnings
+        .iter()
+        .find(|w| w.starts_with("package-0:"))
+        .unwrap_or_else(|| panic!("{warnings:?}"));
+    assert!(w.contains("5000000"), "{w}");
+    assert!(w.contains("1000000"), "{w}");
+    assert!(w.contains("intel-rapl:0/energy_uj"), "{w}");
+    assert!(w.contains("wraps cannot be corrected for package-0"), "{w}");
+    assert!(
+        !warnings.iter().any(|w| w.starts_with("package-1:")),
+        "{warnings:?}"
+    );
+    assert!(report.contains("intel-rapl:0/energy_uj"), "{report}");
+}
+
+#[test]
+fn two_primary_zones_named_package_0_are_counted_once() {
+    let t = tempfile::tempdir().unwrap();
+    let fake = FakePowercap::new(t.path()).unwrap();
+    fake.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:1", "package-0", 0, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:2", "package-1", 0, Some(INTEL_RANGE_UJ))
+        .unwrap();
+    write_topology(t.path(), &[0, 1]).unwrap();
+    let _driver = CounterDriver::start(
+        [
+            ("intel-rapl:0", 10.0),
+            ("intel-rapl:1", 40.0),
+            ("intel-rapl:2", 5.0),
+        ]
+        .iter()
+        .map(|(id, w)| DrivenCounter::powercap(fake.energy_path(id), *w, INTEL_RANGE_UJ, 0))
+        .collect(),
+    )
+    .unwrap();
+    let o = bin(t.path())
+        .args(["--json", "-", "--", "sleep", "0.5"])
+        .output()
+        .unwrap();
+    let report = ok(&o);
+    let j = json(&o);
+    let names: Vec<&str> = j["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["package-0", "package-1"]);
+    let el = f(&j["elapsed_s"]);
+    // The first zone (intel-rapl:0, 10 W) is package-0; the second (40 W) is left out.
+    assert_close(
+        f(&domain(&j, "package-0")["energy_j"]),
+        10.0 * el,
+        0.01,
+        "package-0",
+    );
+    assert_close(f(&j["total"]["energy_j"]), 15.0 * el, 0.01, "total");
+    let warnings = j["warnings"].to_string();
+    let class = t.path().join("sys/class/powercap");
+    for p in ["intel-rapl:0", "intel-rapl:1"] {
+        assert!(
+            warnings.contains(&class.join(p).display().to_string()),
+            "{warnings}"
+        );
+    }
+    assert!(warnings.contains("counted once"), "{warnings}");
+    assert!(report.contains("both named 'package-0'"), "{report}");
 }
 
 #[test]
