@@ -55,8 +55,8 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DIR")]
     pub sysfs_root: Option<PathBuf>,
 
-    /// Estimate model: whole-machine power at idle and at full load, in watts
-    /// [env: JOULERUN_CPU_WATTS].
+    /// Estimate model: whole-machine power at idle and at full load, in watts, at most
+    /// 1 MW [env: JOULERUN_CPU_WATTS].
     #[arg(long, value_name = "IDLE,MAX")]
     pub cpu_watts: Option<String>,
 }

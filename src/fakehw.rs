@@ -9,6 +9,9 @@
 //! place** (`pwrite` at offset 0 of the same inode, never a rename), so a reader that keeps
 //! the file open and re-reads it with `pread` sees the live value. Counters are written as
 //! fixed-width zero-padded decimal (20 digits and a newline), so the length never changes.
+//! A driven counter can also glitch once, mid-run ([`DrivenCounter::jump_when`]): a reset,
+//! a step back, a forward jump or a value above its range, played when a trigger file
+//! appears (a test's command creates it).
 //! MSR files are sparse files holding little-endian u64 values; register R is at byte
 //! `R * 8` ([`FAKE_MSR_STRIDE`], declared in `dev/cpu/fake-msr-stride`, which the MSR
 //! reader honours under a non-default root only) because AMD's registers are consecutive
@@ -338,7 +341,7 @@ pub enum CounterFormat {
 }
 
 /// One counter for [`CounterDriver`]: its value at `t` seconds after the start is
-/// `(start + floor(watts * t / joules_per_unit)) mod range`.
+/// `(start + floor(watts * t / joules_per_unit)) mod range`, until its [`Jump`], if any.
 #[derive(Clone, Debug)]
 pub struct DrivenCounter {
     pub path: PathBuf,
@@ -347,6 +350,18 @@ pub struct DrivenCounter {
     pub joules_per_unit: f64,
     pub range: u64,
     pub start: u64,
+    /// A glitch to play once, when a file appears.
+    pub jump: Option<Jump>,
+}
+
+/// A counter glitch for [`CounterDriver`]: as soon as the driver sees `trigger` exist
+/// (a test's command creates it mid-run), the counter is set to `to` and runs on from
+/// there at the same power, `(to + floor(watts * (t - t_jump) / joules_per_unit)) mod
+/// range`. A reset (`to: 0`), a step back, a forward jump, a value above the range.
+#[derive(Clone, Debug)]
+pub struct Jump {
+    pub trigger: PathBuf,
+    pub to: u64,
 }
 
 impl DrivenCounter {
@@ -359,6 +374,7 @@ impl DrivenCounter {
             joules_per_unit: 1e-6,
             range: range_uj,
             start: start_uj,
+            jump: None,
         }
     }
 
@@ -377,25 +393,71 @@ impl DrivenCounter {
             joules_per_unit,
             range: 1 << 32,
             start,
+            jump: None,
         }
     }
 
-    /// The raw value `elapsed` after the start.
+    /// The same counter, set to `to` as soon as `trigger` exists (see [`Jump`]).
+    pub fn jump_when(mut self, trigger: impl Into<PathBuf>, to: u64) -> Self {
+        self.jump = Some(Jump {
+            trigger: trigger.into(),
+            to,
+        });
+        self
+    }
+
+    /// The raw value `elapsed` after the start (no jump).
     pub fn value_at(&self, elapsed: Duration) -> u64 {
-        let units = (self.watts * elapsed.as_secs_f64() / self.joules_per_unit).max(0.0) as u128;
-        let range = u128::from(self.range.max(1));
-        ((u128::from(self.start) + units) % range) as u64
+        Self::advance(
+            self.start,
+            self.watts,
+            self.joules_per_unit,
+            self.range,
+            elapsed,
+        )
+    }
+
+    /// The raw value `elapsed` after the start when the jump happened at `jumped_at`.
+    pub fn value_after_jump(&self, elapsed: Duration, jumped_at: Option<Duration>) -> u64 {
+        match (&self.jump, jumped_at) {
+            (Some(j), Some(at)) => Self::advance(
+                j.to,
+                self.watts,
+                self.joules_per_unit,
+                // A value at or above the range stays there and runs on (unwrapped).
+                if j.to >= self.range {
+                    u64::MAX
+                } else {
+                    self.range
+                },
+                elapsed.saturating_sub(at),
+            ),
+            _ => self.value_at(elapsed),
+        }
+    }
+
+    fn advance(from: u64, watts: f64, joules_per_unit: f64, range: u64, d: Duration) -> u64 {
+        let units = (watts * d.as_secs_f64() / joules_per_unit).max(0.0) as u128;
+        let range = u128::from(range.max(1));
+        ((u128::from(from) + units) % range) as u64
     }
 }
 
 struct Open {
     counter: DrivenCounter,
     file: File,
+    jumped_at: Option<Duration>,
 }
 
 impl Open {
-    fn write(&self, elapsed: Duration) -> io::Result<()> {
-        let v = self.counter.value_at(elapsed);
+    fn write(&mut self, elapsed: Duration) -> io::Result<()> {
+        if self.jumped_at.is_none()
+            && let Some(j) = &self.counter.jump
+            && j.trigger.exists()
+        {
+            self.jumped_at = Some(elapsed);
+        }
+        let v = self.counter.value_after_jump(elapsed, self.jumped_at);
         match self.counter.format {
             CounterFormat::Decimal => self.file.write_all_at(energy_text(v).as_bytes(), 0),
             CounterFormat::MsrAt(reg) => self
@@ -421,10 +483,14 @@ impl CounterDriver {
         let mut open = Vec::with_capacity(counters.len());
         for counter in counters {
             let file = OpenOptions::new().write(true).open(&counter.path)?;
-            open.push(Open { counter, file });
+            open.push(Open {
+                counter,
+                file,
+                jumped_at: None,
+            });
         }
         let started = Instant::now();
-        for o in &open {
+        for o in &mut open {
             o.write(Duration::ZERO)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -434,7 +500,7 @@ impl CounterDriver {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     let elapsed = started.elapsed();
-                    for o in &open {
+                    for o in &mut open {
                         let _ = o.write(elapsed);
                     }
                     std::thread::sleep(Duration::from_millis(1));
@@ -535,6 +601,43 @@ mod tests {
         let watts = acc.total_j / dt;
         assert!((watts - 50.0).abs() < 0.5, "{watts} W over {dt} s");
         assert_eq!(acc.wraps, 1);
+    }
+
+    #[test]
+    fn a_jump_restarts_the_counter_from_its_target() {
+        let c = DrivenCounter::powercap("/nonexistent", 10.0, 1 << 40, 500).jump_when("/t", 7);
+        let s = Duration::from_secs;
+        assert_eq!(c.value_after_jump(s(2), None), c.value_at(s(2)));
+        let v = c.value_after_jump(s(3), Some(s(1)));
+        assert!((19_999_990..=20_000_007).contains(&v), "{v}");
+        // A target above the range stays above it and runs on.
+        let c = DrivenCounter::powercap("/nonexistent", 1.0, 1000, 0).jump_when("/t", 5000);
+        assert!(c.value_after_jump(s(1), Some(s(0))) > 1000);
+    }
+
+    #[test]
+    fn the_driver_plays_the_jump_when_the_trigger_appears() {
+        let t = tempfile::tempdir().unwrap();
+        let fake = FakePowercap::new(t.path()).unwrap();
+        fake.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
+            .unwrap();
+        let path = fake.energy_path("intel-rapl:0");
+        let trigger = t.path().join("now");
+        let start = 100_000_000_000;
+        let driver = CounterDriver::start(vec![
+            DrivenCounter::powercap(&path, 10.0, INTEL_RANGE_UJ, start).jump_when(&trigger, 5),
+        ])
+        .unwrap();
+        let (_, before) = fresh(&path);
+        assert!(before >= start);
+        fs::write(&trigger, "").unwrap();
+        let limit = Instant::now() + Duration::from_secs(5);
+        while read_uj(&path) >= start {
+            assert!(Instant::now() < limit, "no jump");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(driver);
+        assert!(read_uj(&path) < 10_000_000);
     }
 
     #[test]

@@ -522,7 +522,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             }
             if let Some(c) = csv.as_mut() {
                 c.tick(
-                    sampler.now_s(),
+                    sampler.elapsed_s(),
                     sampler.domains(),
                     &sampler.delta_j,
                     &sampler.power_w,
@@ -544,7 +544,8 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         _ => None,
     };
 
-    let elapsed_s = sampler.now_s();
+    // The time of the last reading, not of now: the energy ends there too.
+    let elapsed_s = sampler.elapsed_s();
     let self_cpu_s = (procs::self_cpu_s() - self_cpu0).max(0.0);
     let summary = summarise(SummaryInput {
         mode,
@@ -648,6 +649,38 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
                 d.name, acc.resets
             ));
         }
+        if let Some(g) = &acc.first_glitch {
+            warnings.push(format!(
+                "{}: {} ignored, the first at {:.2} s ({}): the energy of {} is unknown",
+                d.name,
+                if acc.glitches == 1 {
+                    "1 implausible reading".to_string()
+                } else {
+                    format!("{} implausible readings", acc.glitches)
+                },
+                g.t_s,
+                g.kind,
+                if acc.glitches == 1 {
+                    "that interval"
+                } else {
+                    "those intervals"
+                },
+            ));
+        }
+        // A counter that never moved; the estimate is a model, never stuck.
+        let unchanged_s = acc.unchanged_for_s().filter(|_| !d.estimated);
+        if let Some(still_s) = unchanged_s {
+            warnings.push(format!(
+                "{}: the counter did not change in {:.1} s: a stuck counter{}; its 0 J is not a measurement",
+                d.name,
+                still_s,
+                if d.kind == sources::DomainKind::Uncore {
+                    " (or an integrated GPU powered off all along)"
+                } else {
+                    ""
+                }
+            ));
+        }
         domains.push(DomainSummary {
             name: d.name.clone(),
             kind: d.kind,
@@ -660,6 +693,9 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
             wraps: acc.wraps,
             failed_reads: h.failed_reads,
             first_error: h.first_error.as_ref().map(|(_, m)| m.clone()),
+            glitches: acc.glitches,
+            first_glitch: acc.first_glitch.as_ref().map(|g| g.kind.to_string()),
+            stuck: unchanged_s.is_some(),
         });
     }
     let in_total: Vec<&DomainSummary> = domains.iter().filter(|d| d.in_total).collect();

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use crate::counter::Accumulator;
+use crate::counter::{Accumulator, Delta};
 use crate::sources::{Domain, DomainKind, ReadError, Reading, Source};
 
 /// What went wrong with one domain during the run.
@@ -29,8 +29,8 @@ pub struct Sampler {
     pub delta_j: Vec<f64>,
     /// Average power of each domain during the last tick, W.
     pub power_w: Vec<f64>,
-    /// `delta_j`, or `None` where this tick's energy is unknown (a failed read, or the
-    /// first reading after one).
+    /// `delta_j`, or `None` where this tick's energy is unknown (a failed read, the
+    /// first reading after one, or an implausible reading: a glitch).
     pub energy: Vec<Option<f64>>,
     ticks: u64,
 }
@@ -55,11 +55,12 @@ impl Sampler {
             map.push(m);
         }
         let n = domains.len();
+        let accs = domains.iter().map(Accumulator::for_domain).collect();
         Sampler {
             sources,
             map,
             domains,
-            accs: vec![Accumulator::new(); n],
+            accs,
             health: vec![DomainHealth::default(); n],
             buf: Vec::with_capacity(16),
             start: None,
@@ -92,6 +93,11 @@ impl Sampler {
         self.start.map_or(0.0, |s| s.elapsed().as_secs_f64())
     }
 
+    /// Seconds from the first reading to the last: the time the run's energy covers.
+    pub fn elapsed_s(&self) -> f64 {
+        self.last_t
+    }
+
     /// The first reading: the zero point of every counter and of the clock.
     pub fn start(&mut self) {
         self.start = Some(Instant::now());
@@ -115,6 +121,8 @@ impl Sampler {
         dt
     }
 
+    /// Read every source. `t` is the tick's time, taken before the reads; the time after
+    /// each source's read bounds the interval for the plausibility check.
     fn read_all(&mut self, t: f64) {
         let Sampler {
             sources,
@@ -124,17 +132,20 @@ impl Sampler {
             buf,
             delta_j,
             energy,
+            start,
             ..
         } = self;
         for (si, source) in sources.iter_mut().enumerate() {
             source.read(buf);
+            let t_end = start.map_or(t, |s| s.elapsed().as_secs_f64());
             for (j, slot) in map[si].iter().enumerate() {
                 let Some(k) = *slot else { continue };
                 match buf.get(j) {
                     Some(Ok(r)) => {
-                        let had_last = accs[k].has_last();
-                        delta_j[k] = accs[k].update(t, *r);
-                        energy[k] = had_last.then_some(delta_j[k]);
+                        (delta_j[k], energy[k]) = match accs[k].step(t, t_end, *r) {
+                            Delta::Joules(j) => (j, Some(j)),
+                            Delta::Start | Delta::Glitch => (0.0, None),
+                        };
                     }
                     failed => {
                         delta_j[k] = 0.0;
@@ -224,5 +235,46 @@ mod tests {
         assert_eq!(s.accumulators()[0].total_j, 20.0);
         assert_eq!(s.health()[0].failed_reads, 1);
         assert_eq!(s.health()[0].first_error.as_ref().unwrap().1, "gone");
+    }
+
+    #[test]
+    fn a_glitch_is_unknown_energy_like_a_failed_read_and_the_next_tick_is_measured() {
+        let uj = |v: u64| -> Result<Reading, ReadError> {
+            Ok(Reading::Counter {
+                value: v,
+                wrap: Wrap::At(262_143_328_850),
+                joules_per_unit: 1e-6,
+            })
+        };
+        let script = Script {
+            domains: vec![Domain::new(
+                DomainKind::Package,
+                Some(0),
+                SourceKind::Powercap,
+            )],
+            steps: vec![
+                vec![uj(1_000_000)],
+                vec![uj(1_500_000)],
+                vec![uj(1_499_000)], // down 1 mJ: a wrap would be 262 kJ
+                vec![uj(1_800_000)],
+            ],
+            i: 0,
+        };
+        let mut s = Sampler::new(vec![Box::new(script)], &[]);
+        s.start();
+        s.tick();
+        assert_eq!(s.energy[0], Some(0.5));
+        s.tick();
+        assert_eq!(s.energy[0], None);
+        assert_eq!(s.delta_j[0], 0.0);
+        s.tick();
+        let e = s.energy[0].unwrap();
+        assert!((e - 0.301).abs() < 1e-9, "{e}");
+        let a = &s.accumulators()[0];
+        assert_eq!((a.glitches, a.wraps), (1, 0));
+        assert!((a.total_j - 0.801).abs() < 1e-9, "{}", a.total_j);
+        // Not a failed read.
+        assert_eq!(s.health()[0].failed_reads, 0);
+        assert!(s.elapsed_s() > 0.0 && s.elapsed_s() <= s.now_s());
     }
 }

@@ -36,9 +36,10 @@ impl Topology {
                     cpu_package.resize(n + 1, None);
                 }
                 // Never blocks on a FIFO planted in a fake tree: regular files only.
-                let id = crate::fsx::read_attr_string(&e.path().join("topology/physical_package_id"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i64>().ok());
+                let id =
+                    crate::fsx::read_attr_string(&e.path().join("topology/physical_package_id"))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i64>().ok());
                 cpu_package[n] = match id {
                     // -1 is what some hypervisors report: treat as package 0.
                     Some(id) if id >= 0 && id <= u32::MAX as i64 => {

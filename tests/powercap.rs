@@ -505,3 +505,67 @@ fn mmio_stands_in_when_the_intel_rapl_package_cannot_be_read() {
         s.warnings()
     );
 }
+
+#[test]
+fn two_primary_zones_with_one_name_are_one_domain_from_the_first() {
+    let t = tempfile::tempdir().unwrap();
+    let f = FakePowercap::new(t.path()).unwrap();
+    f.add_zone("intel-rapl:0", "package-0", 10, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:0:0", "dram", 11, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:1", "package-0", 20, Some(INTEL_RANGE_UJ))
+        .unwrap()
+        .add_zone("intel-rapl:1:0", "dram", 21, Some(INTEL_RANGE_UJ))
+        .unwrap();
+    let mut s = PowercapSource::open(&ctx(t.path())).unwrap();
+    assert_eq!(
+        list(&s),
+        vec![d("package-0", Package, Some(0)), d("dram-0", Dram, Some(0))]
+    );
+    assert_eq!(
+        s.zone_paths(),
+        &[f.zone_path("intel-rapl:0"), f.zone_path("intel-rapl:0:0")]
+    );
+    let out = read(&mut s);
+    assert_eq!((value(&out[0]), value(&out[1])), (10, 11));
+    let w = s
+        .warnings()
+        .iter()
+        .find(|w| w.contains("both named 'package-0'"))
+        .unwrap_or_else(|| panic!("{:?}", s.warnings()));
+    assert!(
+        w.contains(&f.zone_path("intel-rapl:0").display().to_string())
+            && w.contains(&f.zone_path("intel-rapl:1").display().to_string()),
+        "{w}"
+    );
+    // When the first cannot be read, the second stands in.
+    f.replace_with_dir("intel-rapl:0").unwrap();
+    let s = PowercapSource::open(&ctx(t.path())).unwrap();
+    assert_eq!(s.zone_paths()[0], f.zone_path("intel-rapl:1"));
+}
+
+#[test]
+fn energy_above_its_range_at_open_makes_the_wrap_unknown_with_a_warning() {
+    let t = tempfile::tempdir().unwrap();
+    let f = FakePowercap::intel_laptop(t.path()).unwrap();
+    f.set_energy("intel-rapl:0", INTEL_RANGE_UJ + 1).unwrap();
+    // At the range exactly is fine: energy_uj can equal max_energy_range_uj.
+    f.set_energy("intel-rapl:0:0", INTEL_RANGE_UJ).unwrap();
+    let mut s = PowercapSource::open(&ctx(t.path())).unwrap();
+    let out = read(&mut s);
+    match out[0] {
+        Ok(Reading::Counter { wrap, .. }) => assert_eq!(wrap, Wrap::Unknown),
+        ref r => panic!("{r:?}"),
+    }
+    match out[1] {
+        Ok(Reading::Counter { wrap, .. }) => assert_eq!(wrap, Wrap::At(INTEL_RANGE_UJ)),
+        ref r => panic!("{r:?}"),
+    }
+    assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
+    let w = &s.warnings()[0];
+    assert!(w.contains(&(INTEL_RANGE_UJ + 1).to_string()), "{w}");
+    assert!(w.contains(&INTEL_RANGE_UJ.to_string()), "{w}");
+    assert!(w.contains("intel-rapl:0/energy_uj"), "{w}");
+    assert!(w.contains("wraps cannot be corrected for package-0"), "{w}");
+}

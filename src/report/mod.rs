@@ -54,6 +54,14 @@ pub struct DomainSummary {
     /// Ticks on which the domain could not be read (their energy is missing).
     pub failed_reads: u64,
     pub first_error: Option<String>,
+    /// Implausible readings ignored (their intervals' energy is unknown): a counter that
+    /// jumped, went down without a plausible wrap, or read above its range; a bad power.
+    pub glitches: u64,
+    /// The first of them: what happened, with the power it would have meant.
+    pub first_glitch: Option<String>,
+    /// The counter did not change at all over the run (at least
+    /// [`crate::counter::STUCK_MIN_S`]): its 0 J is not a measurement.
+    pub stuck: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -70,6 +70,18 @@ pub fn render(s: &Summary) -> String {
         } else {
             note
         };
+        let note = match d.glitches {
+            0 => note,
+            1 => format!("{note} 1 implausible reading").trim().to_string(),
+            n => format!("{note} {n} implausible readings")
+                .trim()
+                .to_string(),
+        };
+        let note = if d.stuck {
+            format!("{note} counter stuck").trim().to_string()
+        } else {
+            note
+        };
         t.add_row(vec![
             crate::text::escape_line(&d.name).into_owned(),
             d.source.name().to_string(),

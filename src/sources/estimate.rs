@@ -11,24 +11,47 @@
 //!
 //! Default coefficients per logical CPU: 0.74 W idle and 3.5 W at full load, the
 //! averages Cloud Carbon Footprint derives from SPECpower results for AWS instances.
-//! `--cpu-watts IDLE,MAX` (or `JOULERUN_CPU_WATTS`) replaces them with whole-machine watts.
+//! `--cpu-watts IDLE,MAX` (or `JOULERUN_CPU_WATTS`) replaces them with whole-machine watts,
+//! each at most [`MAX_CPU_WATTS`].
 //! The busy CPU time is the whole machine's, from `/proc/stat`.
+//!
+//! The source keeps no clock: each reading is the machine's cumulative busy CPU time with
+//! the coefficients ([`Reading::Model`]), and [`crate::counter`] applies
+//! [`model_energy_j`] to each interval of the sampler's clock, in f64. So the energy and
+//! the run's elapsed time come from the same clock (a constant model gives exactly its
+//! power), and no wattage can overflow an integer.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::time::Instant;
 
 use serde::Serialize;
 
 use super::{
     Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
-    UnavailableKind, Wrap,
+    UnavailableKind,
 };
 
 /// Default idle power per logical CPU, watts (Cloud Carbon Footprint, AWS average).
 pub const DEFAULT_IDLE_W_PER_CPU: f64 = 0.74;
 /// Default full-load power per logical CPU, watts (Cloud Carbon Footprint, AWS average).
 pub const DEFAULT_MAX_W_PER_CPU: f64 = 3.5;
+
+/// The largest `--cpu-watts` value accepted, watts: 1 MW, far above any one machine's
+/// CPUs (a rack is tens of kW), so anything above it is a typo or a unit mistake.
+pub const MAX_CPU_WATTS: f64 = 1e6;
+
+/// The estimate's plausible maximum power, as a multiple of its model's full-load power.
+pub const CEILING_OVER_MODEL_MAX: f64 = 1.5;
+
+/// The model's energy over `dt_s` seconds during which the machine's `cpus` logical CPUs
+/// were busy for `busy_cpu_s` CPU seconds in all:
+/// `idle_w * dt_s + (max_w - idle_w) * busy_per_cpu`, the busy time per CPU clamped to
+/// `[0, dt_s]` (utilisation stays within 0..100%; `/proc/stat` counts in clock ticks).
+pub fn model_energy_j(idle_w: f64, max_w: f64, dt_s: f64, busy_cpu_s: f64, cpus: u32) -> f64 {
+    let dt = dt_s.max(0.0);
+    let busy_per_cpu = (busy_cpu_s / f64::from(cpus.max(1))).clamp(0.0, dt);
+    idle_w * dt + (max_w - idle_w) * busy_per_cpu
+}
 
 /// The estimate's coefficients.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -54,6 +77,13 @@ impl CpuWatts {
                 return Err(format!(
                     "'{}' must be a finite, non-negative wattage",
                     x.trim()
+                ));
+            }
+            if v > MAX_CPU_WATTS {
+                return Err(format!(
+                    "'{}' W is more than {} W (1 MW), not a machine's CPU power: give whole-machine watts, e.g. 10,65",
+                    x.trim(),
+                    MAX_CPU_WATTS
                 ));
             }
             Ok(v)
@@ -113,8 +143,6 @@ pub struct EstimateSource {
     domains: Vec<Domain>,
     stat: File,
     buf: String,
-    start: Instant,
-    busy0: u64,
     n_cpus: usize,
     idle_w: f64,
     max_w: f64,
@@ -136,21 +164,18 @@ impl EstimateSource {
         let mut buf = String::with_capacity(8192);
         stat.read_to_string(&mut buf)
             .map_err(|e| unavailable(format!("read /proc/stat: {e}")))?;
-        let (busy0, n_cpus) = parse_proc_stat_busy(&buf)
+        let (_, n_cpus) = parse_proc_stat_busy(&buf)
             .ok_or_else(|| unavailable("/proc/stat has no 'cpu' line".to_string()))?;
         let (idle_w, max_w) = ctx.cpu_watts.resolve(n_cpus);
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Ok(EstimateSource {
-            domains: vec![Domain::new(
-                DomainKind::Estimate,
-                None,
-                SourceKind::Estimate,
-            )],
+            domains: vec![
+                Domain::new(DomainKind::Estimate, None, SourceKind::Estimate)
+                    .with_max_power(CEILING_OVER_MODEL_MAX * max_w),
+            ],
             stat,
             buf,
-            start: Instant::now(),
-            busy0,
             n_cpus,
             idle_w,
             max_w,
@@ -163,7 +188,8 @@ impl EstimateSource {
         (self.idle_w, self.max_w)
     }
 
-    fn read_nj(&mut self) -> Result<u64, ReadError> {
+    /// The machine's cumulative busy CPU time, seconds (summed over its CPUs).
+    fn read_busy_s(&mut self) -> Result<f64, ReadError> {
         self.buf.clear();
         self.stat
             .seek(SeekFrom::Start(0))
@@ -171,12 +197,7 @@ impl EstimateSource {
             .map_err(|e| ReadError::new(format!("read /proc/stat: {e}")))?;
         let (busy, _) = parse_proc_stat_busy(&self.buf)
             .ok_or_else(|| ReadError::new("/proc/stat has no 'cpu' line"))?;
-        let busy_s = busy.saturating_sub(self.busy0) as f64 / self.ticks_per_s;
-        let wall_s = self.start.elapsed().as_secs_f64();
-        // Utilisation can never exceed 100%: clamp the busy part to the wall time.
-        let busy_per_cpu = (busy_s / self.n_cpus as f64).min(wall_s);
-        let joules = self.idle_w * wall_s + (self.max_w - self.idle_w) * busy_per_cpu;
-        Ok((joules * 1e9) as u64)
+        Ok(busy as f64 / self.ticks_per_s)
     }
 }
 
@@ -191,10 +212,13 @@ impl Source for EstimateSource {
 
     fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>) {
         out.clear();
-        out.push(self.read_nj().map(|value| Reading::Counter {
-            value,
-            wrap: Wrap::Full64,
-            joules_per_unit: 1e-9,
+        let (idle_w, max_w) = (self.idle_w, self.max_w);
+        let cpus = u32::try_from(self.n_cpus).unwrap_or(u32::MAX);
+        out.push(self.read_busy_s().map(|busy_cpu_s| Reading::Model {
+            busy_cpu_s,
+            cpus,
+            idle_w,
+            max_w,
         }));
     }
 }
@@ -233,20 +257,52 @@ mod tests {
             cpu_watts: CpuWatts::parse("10,20").unwrap(),
         };
         let mut s = EstimateSource::open(&ctx).unwrap();
+        // The source keeps no clock: the accumulator integrates its readings over the
+        // caller's (here the test's, as in a run the sampler's).
+        let mut acc = crate::counter::Accumulator::for_domain(&s.domains()[0]);
         let mut out = Vec::new();
+        let t0 = std::time::Instant::now();
         s.read(&mut out);
-        let a = match out[0] {
-            Ok(Reading::Counter { value, .. }) => value,
-            ref r => panic!("{r:?}"),
-        };
+        acc.update(0.0, out[0].clone().unwrap());
         std::thread::sleep(std::time::Duration::from_millis(50));
         s.read(&mut out);
-        let b = match out[0] {
-            Ok(Reading::Counter { value, .. }) => value,
-            ref r => panic!("{r:?}"),
-        };
-        let j = (b - a) as f64 * 1e-9;
+        let j = acc.update(t0.elapsed().as_secs_f64(), out[0].clone().unwrap());
         // 50 ms at between 10 and 20 W: between 0.5 and 1.0 J (plus scheduling slack).
         assert!((0.45..=1.5).contains(&j), "{j}");
+    }
+
+    #[test]
+    fn cpu_watts_above_a_megawatt_are_refused() {
+        assert!(CpuWatts::parse("1000000,1000000").is_ok());
+        for bad in ["1e308,1e308", "1e10,1e10", "10,1e7", "1e6,1000001"] {
+            let e = CpuWatts::parse(bad).unwrap_err();
+            assert!(e.contains("1 MW"), "{bad}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn model_energy_is_f64_and_clamped() {
+        // A constant model is its power times the interval, whatever the load.
+        assert_eq!(model_energy_j(10.0, 10.0, 0.25, 3.0, 2), 2.5);
+        // Half the CPUs busy for the whole interval: halfway between idle and max.
+        assert_eq!(model_energy_j(10.0, 30.0, 1.0, 1.0, 2), 20.0);
+        // Busy time above 100% (clock-tick granularity) is clamped, negative is 0.
+        assert_eq!(model_energy_j(10.0, 30.0, 1.0, 5.0, 2), 30.0);
+        assert_eq!(model_energy_j(10.0, 30.0, 1.0, -1.0, 2), 10.0);
+        // The largest coefficients accepted over a day stay exact and finite.
+        let j = model_energy_j(MAX_CPU_WATTS, MAX_CPU_WATTS, 86_400.0, 0.0, 1);
+        assert_eq!(j, 8.64e10);
+    }
+
+    #[test]
+    fn the_ceiling_is_the_models_maximum_times_one_and_a_half() {
+        let ctx = OpenContext {
+            root: crate::sysroot::SysRoot::default(),
+            topology: crate::topology::Topology::default(),
+            cpu_watts: CpuWatts::parse("10,40").unwrap(),
+        };
+        let s = EstimateSource::open(&ctx).unwrap();
+        assert_eq!(s.domains()[0].max_power_w, 60.0);
     }
 }

@@ -1,8 +1,10 @@
 //! Energy sources: one module per hardware interface, all behind [`Source`].
 //!
-//! A source only reads. It returns, for each of its domains, either a raw cumulative
-//! counter (with its wrap behaviour and unit) or an instantaneous power. It never does
-//! time arithmetic: [`crate::counter`] turns readings into joules.
+//! A source only reads. It returns, for each of its domains, a raw cumulative counter
+//! (with its wrap behaviour and unit), an instantaneous power, or the estimate's model
+//! inputs (cumulative busy CPU time and coefficients). It never does time arithmetic:
+//! [`crate::counter`] turns readings into joules on the sampler's clock, and rejects the
+//! implausible ones against each domain's [`Domain::max_power_w`].
 //!
 //! Every source is opened from a [`SysRoot`], so tests point it at a fake tree that
 //! behaves like sysfs and the production code path is the one under test.
@@ -105,6 +107,21 @@ impl DomainKind {
             DomainKind::Package | DomainKind::Dram | DomainKind::Estimate
         )
     }
+
+    /// The plausible maximum power of one domain of this kind, watts: above it a reading
+    /// is a glitch, not energy (docs/sources.md, "Glitches and plausibility"). Per socket
+    /// (or die) for package, core, uncore and dram; the whole platform for psys. About
+    /// twice the largest real value: today's largest server sockets are ~500 W TDP.
+    /// The estimate's own ceiling comes from its model ([`Domain::with_max_power`]); this
+    /// is only its fallback, 1.5 times the largest `--cpu-watts` accepted.
+    pub fn plausible_max_w(self) -> f64 {
+        match self {
+            DomainKind::Package | DomainKind::Core => 1000.0,
+            DomainKind::Uncore | DomainKind::Dram => 500.0,
+            DomainKind::Psys => 2000.0,
+            DomainKind::Estimate => 1.5 * estimate::MAX_CPU_WATTS,
+        }
+    }
 }
 
 /// One measured thing, as the report names it.
@@ -119,6 +136,11 @@ pub struct Domain {
     pub source: SourceKind,
     /// True for modelled values. Reports say "estimated" wherever this is set.
     pub estimated: bool,
+    /// The plausible maximum power, watts: a reading implying more is a glitch
+    /// ([`crate::counter`]). [`DomainKind::plausible_max_w`] unless the source knows
+    /// better (the estimate: its model's maximum times 1.5).
+    #[serde(skip)]
+    pub max_power_w: f64,
 }
 
 impl Domain {
@@ -129,7 +151,14 @@ impl Domain {
             socket,
             source,
             estimated: kind == DomainKind::Estimate,
+            max_power_w: kind.plausible_max_w(),
         }
+    }
+
+    /// The same domain with another plausible maximum power (watts).
+    pub fn with_max_power(mut self, watts: f64) -> Domain {
+        self.max_power_w = watts;
+        self
     }
 
     pub fn in_total(&self) -> bool {
@@ -151,12 +180,15 @@ pub fn domain_name(kind: DomainKind, socket: Option<u32>) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wrap {
     /// Values run from 0 up to (not including, within one unit) this modulus, then
-    /// restart at 0. Powercap's `max_energy_range_uj`, MSR's 2^32.
+    /// restart at 0. Powercap's `max_energy_range_uj` (which `energy_uj` can equal: both
+    /// are 2^32 - 1 units), MSR's 2^32. A value above it is a glitch.
     At(u64),
-    /// A full 64-bit counter (perf widens RAPL to 64 bits): wrapping subtraction.
+    /// A full 64-bit counter (perf widens RAPL to 64 bits): wrapping subtraction, which
+    /// in practice is never plausible, so a decrease is a glitch.
     Full64,
-    /// The range could not be read (some kernels hide `max_energy_range_uj`). A decrease
-    /// is then counted as a reset from zero, a lower bound, and reported as a warning.
+    /// The range could not be read (some kernels hide `max_energy_range_uj`) or cannot be
+    /// trusted. A decrease is then counted as a reset from zero, a lower bound, and
+    /// reported as a warning, when that count is itself plausible.
     Unknown,
 }
 
@@ -171,6 +203,17 @@ pub enum Reading {
     },
     /// A power in watts, instantaneous or averaged by the hardware; integrated over time.
     Power { watts: f64 },
+    /// The estimate's model inputs: the machine's cumulative busy CPU time (seconds,
+    /// summed over its `cpus` logical CPUs) and the model's whole-machine idle and
+    /// full-load watts. [`crate::counter`] turns two of them into joules over the
+    /// sampler's clock with [`estimate::model_energy_j`], in f64: the estimate keeps no
+    /// clock of its own and no energy in an integer.
+    Model {
+        busy_cpu_s: f64,
+        cpus: u32,
+        idle_w: f64,
+        max_w: f64,
+    },
 }
 
 /// A domain that could not be read on one tick.

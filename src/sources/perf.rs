@@ -30,7 +30,8 @@
 //!
 //! Events whose `.unit` is not `Joules` are skipped with a note (the kernel only ever
 //! writes `Joules` for RAPL). A missing `.unit` file is accepted, a missing or
-//! malformed `.scale` is [`UnavailableKind::Invalid`].
+//! malformed `.scale`, or one that is not in (0, 1] J per count ([`MAX_SCALE`]), is
+//! [`UnavailableKind::Invalid`].
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -52,6 +53,10 @@ pub const POWER_PMU_DIR: &str = "/sys/bus/event_source/devices/power";
 pub const POWER_CORE_PMU_DIR: &str = "/sys/bus/event_source/devices/power_core";
 /// The paranoid sysctl, relative to the [`SysRoot`] when a fake one exists there.
 pub const PARANOID_PATH: &str = "/proc/sys/kernel/perf_event_paranoid";
+
+/// Largest `.scale` accepted, joules per count. RAPL's is 2^-32 J (the kernel converts
+/// every unit to it); a joule or more per count is not an energy counter.
+pub const MAX_SCALE: f64 = 1.0;
 
 /// Highest CPU number accepted in a cpumask (guards against absurd ranges).
 const MAX_CPU: usize = 65535;
@@ -312,12 +317,12 @@ fn parse_pmu(
         let scale_path = events_dir.join(format!("{ev}.scale"));
         let text = read_file(&scale_path)?;
         let scale = match text.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && s > 0.0 => s,
+            Ok(s) if s.is_finite() && s > 0.0 && s <= MAX_SCALE => s,
             _ => {
                 return Err(bad_content(
                     &scale_path,
                     &text,
-                    "a positive number of joules per count",
+                    "a number of joules per count in (0, 1]",
                 ));
             }
         };
@@ -967,6 +972,36 @@ mod tests {
             cpu_watts: Default::default(),
         };
         assert_eq!(PerfSource::open(&ctx).err(), Some(e));
+    }
+
+    #[test]
+    fn scales_outside_zero_to_one_joule_per_count_are_invalid() {
+        let topo = one_package();
+        for bad_scale in ["1.5", "1e300", "1.0000001", "-0"] {
+            let t = tempfile::tempdir().unwrap();
+            pmu(
+                t.path(),
+                "power",
+                "19",
+                "0",
+                &[("energy-pkg", "event=0x02", bad_scale, "Joules")],
+            );
+            let e = expect_invalid(t.path(), &topo, "events/energy-pkg.scale");
+            assert!(e.reason.contains("(0, 1]"), "{}", e.reason);
+        }
+        // 1 J per count is the bound itself; tiny scales are fine.
+        for good in ["1", "1e-300"] {
+            let t = tempfile::tempdir().unwrap();
+            pmu(
+                t.path(),
+                "power",
+                "19",
+                "0",
+                &[("energy-pkg", "event=0x02", good, "Joules")],
+            );
+            let plan = discover(&SysRoot::new(t.path()), &topo).unwrap();
+            assert_eq!(plan.domains[0].scale, good.parse::<f64>().unwrap());
+        }
     }
 
     #[test]

@@ -18,13 +18,17 @@
 //!   through MMIO) are used only for a domain that no readable `intel-rapl` zone provides,
 //!   so a package is never counted twice, and a machine whose only provider is MMIO (or
 //!   whose `intel-rapl` package zone cannot be read) still works, with a warning.
+//! - Two `intel-rapl` zones that map to one domain name (`package-0` twice) are one
+//!   domain: the first readable one in zone order (numeric index) is kept, the other is
+//!   left out with a warning naming both paths.
 //! - `enabled` is not consulted: it switches the zone's power *limit*, the energy counter
 //!   runs either way, so disabled zones are reported like the others.
 //!
 //! Reading: `energy_uj` is decimal µJ, wrapping at `max_energy_range_uj`. Each `energy_uj`
 //! is kept open and re-read with `pread` at offset 0 into a stack buffer on every tick (the
 //! kernel re-reads the MSR on each read). A hidden or unreadable `max_energy_range_uj`
-//! gives [`Wrap::Unknown`] and a warning (see [`PowercapSource::warnings`]).
+//! gives [`Wrap::Unknown`] and a warning (see [`PowercapSource::warnings`]), and so does an
+//! `energy_uj` above `max_energy_range_uj` at open: that range cannot be right.
 //!
 //! Permission: since Linux 5.10 (CVE-2020-8694) `energy_uj` is mode 0400; a non-root
 //! `open()` fails with EACCES and [`PowercapSource::open`] returns
@@ -153,7 +157,6 @@ pub fn parse_package_name(name: &str) -> Option<(u32, Option<u32>)> {
 /// One zone found in the class directory, before it is opened.
 #[derive(Clone, Debug)]
 struct FoundZone {
-    dir_name: String,
     control: String,
     index: Vec<u32>,
     /// `<root>/sys/class/powercap/<dir_name>`.
@@ -259,7 +262,6 @@ fn find_zones(class_dir: &Path) -> io::Result<Vec<FoundZone>> {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
         zones.push(FoundZone {
-            dir_name: dir_name.to_string(),
             control: control.to_string(),
             index,
             path,
@@ -356,7 +358,7 @@ fn open_zone(
             pread_all(&f, &mut buf).map(|_| f)
         })
         .map_err(|e| classify_open_error(&energy_path, &e))?;
-    read_energy(&file, &energy_path).map_err(|e| {
+    let first = read_energy(&file, &energy_path).map_err(|e| {
         Unavailable::new(
             SourceKind::Powercap,
             UnavailableKind::Invalid,
@@ -392,6 +394,19 @@ fn open_zone(
             )));
             Wrap::Unknown
         }
+    };
+    // `energy_uj` runs up to `max_energy_range_uj` (both are 2^32 - 1 units): a value
+    // above it means the range is wrong, so its wraps cannot be trusted either.
+    let wrap = match wrap {
+        Wrap::At(range) if first > range => {
+            warnings.push(unknown(format!(
+                "{} reads {first} µJ, above its max_energy_range_uj {range} µJ in {}",
+                energy_path.display(),
+                range_path.display()
+            )));
+            Wrap::Unknown
+        }
+        w => w,
     };
     Ok(Counter {
         energy_path,
@@ -461,7 +476,7 @@ impl PowercapSource {
         let mut first_failure: Option<Unavailable> = None;
         let mut permission_failure: Option<Unavailable> = None;
         for zone in &zones {
-            let mut mapped = match map_zone(zone, &zones) {
+            let mapped = match map_zone(zone, &zones) {
                 Ok(m) => m,
                 Err(w) => {
                     warnings.push(w);
@@ -470,19 +485,21 @@ impl PowercapSource {
             };
             let primary = zone.control == PRIMARY_CONTROL_TYPE;
             if let Some((_, other, _)) = opened.iter().find(|(m, _, _)| m.name == mapped.name) {
-                if !primary {
-                    // intel-rapl-mmio repeating a package already read: not twice.
-                    continue;
+                if primary {
+                    // Two primary zones with one name (`package-0` twice, two top-level
+                    // `dram` zones): one domain, counted once, from the first readable
+                    // zone in the deterministic zone order.
+                    warnings.push(format!(
+                        "{} and {} are both named '{}': {} is counted once, from the first; \
+                         the second is left out",
+                        other.display(),
+                        zone.path.display(),
+                        mapped.name,
+                        mapped.name
+                    ));
                 }
-                // Two primary zones with one name (two top-level `dram` zones): keep both,
-                // the second named after its directory.
-                warnings.push(format!(
-                    "{} and {} are both named '{}'",
-                    other.display(),
-                    zone.path.display(),
-                    mapped.name
-                ));
-                mapped.name = format!("{} ({})", mapped.name, zone.dir_name);
+                // intel-rapl-mmio repeating a package already read: not twice either.
+                continue;
             }
             match open_zone(&mapped, zone, &mut warnings) {
                 Ok(counter) => {
@@ -525,6 +542,7 @@ impl PowercapSource {
                 socket: mapped.socket,
                 source: SourceKind::Powercap,
                 estimated: false,
+                max_power_w: mapped.kind.plausible_max_w(),
             });
             zone_paths.push(path);
             counters.push(counter);
