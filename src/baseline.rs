@@ -131,7 +131,8 @@ impl MachineIdentity {
             .and_then(|h| h.into_string().ok())
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "unknown".to_string());
-        let cpu_model = fs::read_to_string("/proc/cpuinfo")
+        let cpu_model = crate::fsx::read_regular(std::path::Path::new("/proc/cpuinfo"), 16 << 20)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
             .map(|s| parse_cpu_model(&s))
             .unwrap_or_else(|_| "unknown".to_string());
         MachineIdentity {

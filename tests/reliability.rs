@@ -242,6 +242,68 @@ fn a_json_fifo_is_written_when_read_and_a_signal_ends_the_wait_otherwise() {
     );
 }
 
+/// Replace a file of a fake tree by a FIFO.
+fn fifo_instead(p: &Path) {
+    std::fs::remove_file(p).unwrap();
+    mkfifo(p);
+}
+
+#[test]
+fn fifos_planted_in_the_hardware_tree_are_refused_without_blocking() {
+    use joulerun::fakehw::{FakeMsr, FakePowercap, INTEL_RANGE_UJ, write_cpuinfo, write_topology};
+    use joulerun::sources::msr::{MSR_PKG_ENERGY_STATUS, MSR_RAPL_POWER_UNIT};
+    for file in [
+        "energy_uj",
+        "max_energy_range_uj",
+        "name",
+        "msr",
+        "physical_package_id",
+    ] {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("hw");
+        let f = FakePowercap::new(&root).unwrap();
+        f.add_zone("intel-rapl:0", "package-0", 1_000, Some(INTEL_RANGE_UJ))
+            .unwrap();
+        write_topology(&root, &[0]).unwrap();
+        write_cpuinfo(&root, "GenuineIntel", 6, 0x8C).unwrap();
+        let m = FakeMsr::new(&root).unwrap();
+        m.add_cpu(0)
+            .unwrap()
+            .set(0, MSR_RAPL_POWER_UNIT, FakeMsr::unit_register(14))
+            .unwrap()
+            .set(0, MSR_PKG_ENERGY_STATUS, 1000)
+            .unwrap();
+        let victim = match file {
+            "msr" => m.msr_path(0),
+            "physical_package_id" => {
+                root.join("sys/devices/system/cpu/cpu0/topology/physical_package_id")
+            }
+            f_ => f.zone_path("intel-rapl:0").join(f_),
+        };
+        fifo_instead(&victim);
+        let state = t.path().join("state");
+        for args in [
+            vec!["--", "true"],
+            vec!["list"],
+            vec!["--source", "msr", "--", "true"],
+        ] {
+            let mut c = common::joulerun(&root, &state);
+            c.args(&args);
+            let o = output_within(c, 10);
+            let e = stderr(&o);
+            assert!(o.status.code().is_some(), "{file} {args:?}: {e}");
+            if file == "msr" && args.get(1) == Some(&"msr") {
+                assert_eq!(o.status.code(), Some(125), "{e}");
+                assert!(e.contains("FIFO"), "{file}: {e}");
+            }
+            if file == "energy_uj" && args[0] == "list" {
+                let out = String::from_utf8_lossy(&o.stdout);
+                assert!(out.contains("FIFO"), "{out}");
+            }
+        }
+    }
+}
+
 #[test]
 fn signals_end_a_calibration_at_once_with_their_status_and_store_nothing() {
     for (sig, status) in [

@@ -40,7 +40,7 @@
 //! one place the root applies to `/proc`. [`MsrSource::open_with_cpu`] takes the CPU
 //! identity directly.
 
-use std::fs::{self, File};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -177,7 +177,7 @@ pub fn register_stride(root: &crate::sysroot::SysRoot) -> u64 {
     if root.is_default() {
         return 1;
     }
-    fs::read(root.path(FAKE_STRIDE_FILE))
+    crate::fsx::read_regular(&root.path(FAKE_STRIDE_FILE), crate::fsx::ATTR_LIMIT)
         .ok()
         .and_then(|b| super::powercap::parse_decimal_u64(&b))
         .filter(|&s| (1..=4096).contains(&s))
@@ -213,18 +213,20 @@ fn cpuinfo_text(ctx: &OpenContext) -> Result<String, Unavailable> {
     } else {
         PathBuf::from("/proc/cpuinfo")
     };
-    fs::read_to_string(&path).map_err(|e| {
-        Unavailable::new(
-            SourceKind::Msr,
-            UnavailableKind::NotPresent,
-            format!(
-                "cannot read {} to find the CPU vendor: {}",
-                path.display(),
-                e
-            ),
-            None,
-        )
-    })
+    crate::fsx::read_regular(&path, 16 << 20)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .map_err(|e| {
+            Unavailable::new(
+                SourceKind::Msr,
+                UnavailableKind::NotPresent,
+                format!(
+                    "cannot read {} to find the CPU vendor: {}",
+                    path.display(),
+                    e
+                ),
+                None,
+            )
+        })
 }
 
 /// One opened per-package device.
@@ -336,7 +338,9 @@ impl MsrSource {
             let mut first_err: Option<(PathBuf, io::Error)> = None;
             for cpu in cpus {
                 let path = ctx.root.path(format!("/dev/cpu/{cpu}/msr"));
-                match File::open(&path) {
+                // A character device; a regular file stands in for it in fake trees.
+                // Anything else (a FIFO) is refused without blocking.
+                match crate::fsx::open_char_device(&path, !ctx.root.is_default()) {
                     Ok(f) => {
                         opened = Some((cpu, path, f));
                         break;

@@ -115,7 +115,7 @@ fn invalid(reason: String) -> Unavailable {
 
 /// Read a sysfs file, or `Invalid` naming it.
 fn read_file(path: &Path) -> Result<String, Unavailable> {
-    fs::read_to_string(path).map_err(|e| invalid(format!("read {}: {e}", path.display())))
+    crate::fsx::read_attr_string(path).map_err(|e| invalid(format!("read {}: {e}", path.display())))
 }
 
 fn bad_content(path: &Path, content: &str, what: &str) -> Unavailable {
@@ -220,7 +220,7 @@ fn parse_event_config(
         }
         let fmt_path = pmu_dir.join("format").join(name);
         let field =
-            match fs::read_to_string(&fmt_path) {
+            match crate::fsx::read_attr_string(&fmt_path) {
                 Ok(f) => Some(parse_format(&f).ok_or_else(|| {
                     bad_content(&fmt_path, &f, "a config bit range like config:0-7")
                 })?),
@@ -303,7 +303,7 @@ fn parse_pmu(
         let config = parse_event_config(dir, &ev_path, &text)?;
 
         let unit_path = events_dir.join(format!("{ev}.unit"));
-        if let Ok(unit) = fs::read_to_string(&unit_path)
+        if let Ok(unit) = crate::fsx::read_attr_string(&unit_path)
             && unit.trim() != "Joules"
         {
             notes.push(format!(
@@ -556,7 +556,9 @@ pub fn read_paranoid(root: &SysRoot) -> Option<String> {
     } else {
         PathBuf::from(PARANOID_PATH)
     };
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    crate::fsx::read_attr_string(&path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Turn a failed `perf_event_open` of `label` (`power/energy-pkg/`) on `cpu` into the

@@ -257,7 +257,7 @@ fn find_zones(class_dir: &Path) -> io::Result<Vec<FoundZone>> {
             continue;
         };
         let path = class_dir.join(dir_name);
-        let name = fs::read_to_string(path.join("name"))
+        let name = crate::fsx::read_attr_string(&path.join("name"))
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty());
@@ -352,7 +352,7 @@ fn open_zone(
     warnings: &mut Vec<String>,
 ) -> Result<Counter, Unavailable> {
     let energy_path = zone.path.join("energy_uj");
-    let file = File::open(&energy_path)
+    let file = crate::fsx::open_regular(&energy_path)
         .and_then(|f| {
             let mut buf = [0u8; READ_BUF];
             pread_all(&f, &mut buf).map(|_| f)
@@ -374,7 +374,7 @@ fn open_zone(
             mapped.name, mapped.name
         )
     };
-    let wrap = match fs::read(&range_path) {
+    let wrap = match crate::fsx::read_regular(&range_path, crate::fsx::ATTR_LIMIT) {
         Ok(bytes) => match parse_decimal_u64(&bytes) {
             Some(r) if r > 0 => Wrap::At(r),
             _ => {
