@@ -52,7 +52,8 @@
 
 use serde::Serialize;
 
-use crate::sources::{Domain, DomainKind};
+use crate::sources::{Category, Device, Domain, DomainKind, Place};
+use crate::usage::{UsageDelta, UsageHistory, UsagePoint};
 
 /// Everything one tick contributes, for every domain of the run. All values are deltas
 /// over this tick, not cumulative values.
@@ -227,6 +228,10 @@ pub struct DomainAttribution {
     pub machine_wide: bool,
     /// The idle power subtracted, W; `None` when no baseline was used for this domain.
     pub baseline_w: Option<f64>,
+    /// The command's share of this domain is modelled, not measured: the device has no
+    /// usage signal of its own (the chassis, a battery, a GPU seen only through hwmon, a
+    /// meter); docs/attribution.md says how it is split.
+    pub modelled: bool,
     #[serde(flatten)]
     pub energy: EnergySplit,
 }
@@ -251,6 +256,21 @@ pub struct SocketAttribution {
     pub energy: EnergySplit,
 }
 
+/// The rest of the system: what a whole-machine measurement (the chassis at the wall,
+/// a battery) saw beyond the parts measured inside it (packages, DRAM, GPUs), interval
+/// by interval of the whole's own samples: fans, disks, NICs, power-supply losses.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RestOfSystem {
+    /// Whole minus parts over the whole's intervals, never negative, J.
+    pub energy_j: f64,
+    /// Time the whole's intervals covered, s.
+    pub measured_s: f64,
+    /// Intervals in which the parts measured more than the whole (which cannot be:
+    /// a meter's error, or samples out of step), and by how much in all, J.
+    pub negative_intervals: u64,
+    pub negative_j: f64,
+}
+
 /// How much of the run had a baseline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -269,8 +289,16 @@ pub struct AttributionSummary {
     /// At least one domain had a baseline subtracted.
     pub baseline_used: bool,
     pub baseline_coverage: BaselineCoverage,
-    /// Sums over the domains that are in the total (package, dram, estimate).
+    /// The run's total: the whole-machine domains when one was measured (`total_of`:
+    /// `"whole"`), else the sum of the parts (package, dram, GPUs, the estimate:
+    /// `"parts"`).
     pub total: EnergySplit,
+    /// What `total` is made of: `"whole"` or `"parts"`.
+    pub total_of: &'static str,
+    /// Whole minus parts, when a whole-machine domain was measured.
+    pub rest_of_system: Option<RestOfSystem>,
+    /// The sum of the parts (equal to `total` when `total_of` is `"parts"`).
+    pub parts: EnergySplit,
     pub per_socket: Vec<SocketAttribution>,
     pub per_domain: Vec<DomainAttribution>,
     /// `total.command_dynamic_j / total.dynamic_j`.
@@ -308,16 +336,33 @@ pub struct Attributor {
     domains: Vec<DomainAttribution>,
     /// Package index of each domain, `None`: machine-wide.
     package_index: Vec<Option<usize>>,
+    /// Device, category and place of each domain.
+    devices: Vec<Device>,
+    places: Vec<Place>,
+    /// Domains attributed per tick (fast CPU domains); the others come through
+    /// [`Attributor::interval`].
+    by_tick: Vec<bool>,
     packages: Vec<u32>,
     cpus_per_socket: Vec<usize>,
     sockets: Vec<SocketState>,
+    /// The sum of the parts.
     total: EnergySplit,
+    /// The CPU parts alone (the reference for a GPU without a usage signal).
+    cpu_parts: EnergySplit,
+    /// The whole-machine domains (chassis, battery).
+    whole: EnergySplit,
+    rest: RestOfSystem,
     below_baseline_s: f64,
     overhead_cpu_s: f64,
     duration_s: f64,
     ticks: u64,
+    /// The clock, s: the sum of the ticks' lengths (the sampler's time of the last tick).
+    clock_s: f64,
+    history: UsageHistory,
     /// Scratch, reused every tick (no allocation per tick).
     socket_below: Vec<bool>,
+    point: UsagePoint,
+    delta: UsageDelta,
 }
 
 impl Attributor {
@@ -351,6 +396,7 @@ impl Attributor {
                         .copied()
                         .flatten()
                         .filter(|w| w.is_finite() && *w >= 0.0),
+                    modelled: d.category() != Category::Cpu,
                     energy: EnergySplit::default(),
                 }
             })
@@ -361,15 +407,176 @@ impl Attributor {
         Attributor {
             domains: per_domain,
             package_index,
+            devices: domains.iter().map(|d| d.device.clone()).collect(),
+            places: domains.iter().map(|d| d.place.clone()).collect(),
+            by_tick: domains
+                .iter()
+                .map(|d| d.category() == Category::Cpu)
+                .collect(),
             packages: packages.to_vec(),
             cpus_per_socket: cpus,
             sockets: vec![SocketState::default(); packages.len()],
             total: EnergySplit::default(),
+            cpu_parts: EnergySplit::default(),
+            whole: EnergySplit::default(),
+            rest: RestOfSystem::default(),
             below_baseline_s: 0.0,
             overhead_cpu_s: 0.0,
             duration_s: 0.0,
             ticks: 0,
+            clock_s: 0.0,
+            history: UsageHistory::new(packages.len()),
             socket_below: vec![false; packages.len()],
+            point: UsagePoint::default(),
+            delta: UsageDelta::default(),
+        }
+    }
+
+    /// Domains whose energy comes in intervals of their own (read on a reader thread):
+    /// `slow[i]` for domain `i`. Their energy is given to [`Attributor::interval`], not in
+    /// [`TickInput::energy_j`].
+    pub fn with_interval_domains(mut self, slow: &[bool]) -> Attributor {
+        for (i, b) in self.by_tick.iter_mut().enumerate() {
+            if slow.get(i).copied().unwrap_or(false) {
+                *b = false;
+            }
+        }
+        self
+    }
+
+    /// Whether domain `d` is attributed through [`Attributor::interval`] (so the caller
+    /// gives it every interval of that domain).
+    pub fn wants_interval(&self, d: usize) -> bool {
+        !self.by_tick.get(d).copied().unwrap_or(true)
+    }
+
+    /// Record the usage history point of the tick that just ended.
+    fn record_point(&mut self) {
+        let p = &mut self.point;
+        p.t_s = self.clock_s;
+        p.tree_cpu_s.clear();
+        p.busy_cpu_s.clear();
+        for s in &self.sockets {
+            p.tree_cpu_s.push(s.tree_cpu_s);
+            p.busy_cpu_s.push(s.busy_cpu_s);
+        }
+        p.self_cpu_s = self.overhead_cpu_s;
+        p.cpu_parts_dynamic_j = self.cpu_parts.dynamic_j;
+        p.cpu_parts_command_j = self.cpu_parts.command_dynamic_j;
+        p.parts_dynamic_j = self.total.dynamic_j;
+        p.parts_command_j = self.total.command_dynamic_j;
+        p.parts_energy_j = self.total.energy_j;
+        self.history.record(&self.point);
+    }
+
+    /// Add the energy of domain `d` over `[start_s, end_s]` of the sampler's clock (a
+    /// sample of a slow source, or any domain of a device without a CPU usage signal).
+    /// It is split by the usage of that same interval: CPU time for a CPU device; for a
+    /// device without a usage signal of its own, the command's share of the dynamic
+    /// energy of the parts whose usage is known (the CPU parts for a GPU, every part for
+    /// the whole machine), or of busy CPU time when those had none ("modelled").
+    /// Call it after the tick that covers `end_s`.
+    pub fn interval(&mut self, d: usize, start_s: f64, end_s: f64, energy_j: f64) {
+        if !self.wants_interval(d) || d >= self.domains.len() {
+            return;
+        }
+        let dt = end_s - start_s;
+        if !(dt.is_finite() && dt > 0.0 && energy_j.is_finite()) {
+            return;
+        }
+        self.history.between(start_s, end_s, &mut self.delta);
+        let u = &self.delta;
+        let n = self.packages.len();
+        let at = |v: &[f64], i: usize| finite_nonneg(v.get(i).copied().unwrap_or(0.0));
+        let tree_all = u.tree_all();
+        let busy_all = u.busy_all();
+        let cpus_all: usize = self.cpus_per_socket.iter().sum();
+        let cpu_share = |tree: f64, busy: f64| dynamic_share(tree, busy);
+        let machine_share = cpu_share(tree_all, busy_all);
+        let parts_share = |cmd: f64, dynj: f64| {
+            if dynj > 0.0 {
+                ratio(cmd, dynj)
+            } else {
+                machine_share
+            }
+        };
+        let idx = self.package_index[d];
+        let (share, occupancy, has_usage) = match &self.devices[d] {
+            Device::Socket { .. } | Device::Machine => match idx {
+                Some(i) if i < n => (
+                    cpu_share(at(&u.tree_cpu_s, i), at(&u.busy_cpu_s, i)),
+                    static_share(at(&u.tree_cpu_s, i), self.cpus_per_socket[i], dt),
+                    at(&u.busy_cpu_s, i) > 0.0,
+                ),
+                _ => (
+                    machine_share,
+                    static_share(tree_all, cpus_all, dt),
+                    busy_all > 0.0,
+                ),
+            },
+            Device::Gpu { .. } => (
+                parts_share(u.cpu_parts_command_j, u.cpu_parts_dynamic_j),
+                static_share(tree_all, cpus_all, dt),
+                true,
+            ),
+            Device::Chassis | Device::Battery { .. } => (
+                parts_share(u.parts_command_j, u.parts_dynamic_j),
+                static_share(tree_all, cpus_all, dt),
+                true,
+            ),
+            Device::Meter { .. } => (
+                machine_share,
+                static_share(tree_all, cpus_all, dt),
+                busy_all > 0.0,
+            ),
+        };
+        let self_frac = ratio(u.self_cpu_s, busy_all);
+        let dom = &mut self.domains[d];
+        let split = split_energy(energy_j, dom.baseline_w, dt);
+        let overhead_frac = self_frac.min(1.0 - share).max(0.0);
+        let tick = DomainTick {
+            split,
+            command_dynamic_j: split.dynamic_j * share,
+            command_static_j: split.static_j * occupancy,
+            overhead_j: split.dynamic_j * overhead_frac,
+            unattributed_j: if has_usage { 0.0 } else { split.dynamic_j },
+        };
+        dom.energy.add_tick(&tick);
+        dom.energy.measured_s += dt;
+        if split.below_baseline {
+            dom.energy.below_baseline_s += dt;
+        }
+        match self.places[d] {
+            Place::Part => {
+                self.total.add_tick(&tick);
+                if self.devices[d].category() == Category::Cpu {
+                    self.cpu_parts.add_tick(&tick);
+                    if let Some(i) = idx
+                        && i < n
+                    {
+                        self.sockets[i].energy.add_tick(&tick);
+                    }
+                }
+            }
+            Place::Whole => {
+                self.whole.add_tick(&tick);
+                self.whole.measured_s += dt;
+                if split.below_baseline {
+                    self.whole.below_baseline_s += dt;
+                }
+                // The rest of the system over this same interval: the whole minus what
+                // the parts measured in it, never negative.
+                let parts = self.delta.parts_energy_j;
+                let r = &mut self.rest;
+                r.measured_s += dt;
+                if energy_j >= parts {
+                    r.energy_j += energy_j - parts;
+                } else {
+                    r.negative_intervals += 1;
+                    r.negative_j += parts - energy_j;
+                }
+            }
+            Place::Inside(_) | Place::Overlaps => {}
         }
     }
 
@@ -408,6 +615,9 @@ impl Attributor {
         let mut total_measured = false;
 
         for (d, dom) in self.domains.iter_mut().enumerate() {
+            if !self.by_tick[d] {
+                continue;
+            }
             let Some(e) = t.energy_j.get(d).copied().flatten() else {
                 continue;
             };
@@ -440,6 +650,7 @@ impl Attributor {
             }
             if dom.in_total {
                 self.total.add_tick(&tick);
+                self.cpu_parts.add_tick(&tick);
                 total_measured = true;
                 total_below |= split.below_baseline;
                 if let Some(i) = idx {
@@ -460,6 +671,8 @@ impl Attributor {
             self.total.below_baseline_s += dt;
             self.below_baseline_s += dt;
         }
+        self.clock_s += dt;
+        self.record_point();
     }
 
     /// The attribution so far.
@@ -492,8 +705,15 @@ impl Attributor {
                 }
             })
             .collect();
-        let mut total = self.total.clone();
-        total.finish();
+        let mut parts = self.total.clone();
+        parts.finish();
+        let mut whole = self.whole.clone();
+        whole.finish();
+        let (total, total_of) = if self.whole.measured_s > 0.0 {
+            (whole, "whole")
+        } else {
+            (parts.clone(), "parts")
+        };
         let with_baseline = self
             .domains
             .iter()
@@ -519,6 +739,9 @@ impl Attributor {
             duration_s: self.duration_s,
             ticks: self.ticks,
             total,
+            total_of,
+            rest_of_system: (self.rest.measured_s > 0.0).then(|| self.rest.clone()),
+            parts,
             per_socket,
             per_domain,
         }

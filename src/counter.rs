@@ -225,6 +225,8 @@ pub enum Delta {
     Joules(f64),
     /// An implausible reading: this interval's energy is unknown, nothing was added.
     Glitch,
+    /// Nothing new since the previous reading ([`Reading::Unchanged`]): no interval ends.
+    Unchanged,
 }
 
 /// Whether a counter has moved since its first reading (for stuck counters).
@@ -251,6 +253,8 @@ pub struct Accumulator {
     /// The first of them.
     pub first_glitch: Option<Glitch>,
     still: Stillness,
+    /// Power readings go through the one integrator.
+    power: crate::integrate::Integrator,
 }
 
 impl Default for Accumulator {
@@ -282,7 +286,21 @@ impl Accumulator {
             glitches: 0,
             first_glitch: None,
             still: Stillness::default(),
+            power: crate::integrate::Integrator::new(crate::integrate::DEFAULT_MAX_GAP_S),
         }
+    }
+
+    /// The same accumulator, integrating power readings with this gap threshold
+    /// ([`crate::integrate::max_gap_for_period`] of the source's period).
+    pub fn with_max_gap(mut self, max_gap_s: f64) -> Accumulator {
+        self.power = crate::integrate::Integrator::new(max_gap_s);
+        self
+    }
+
+    /// Seconds over which a power reading was held because samples came too far apart,
+    /// and how many such gaps.
+    pub fn held(&self) -> (f64, u64) {
+        (self.power.held_s, self.power.gaps)
     }
 
     /// The plausible maximum power readings are checked against, W.
@@ -295,7 +313,7 @@ impl Accumulator {
     pub fn update(&mut self, t_s: f64, r: Reading) -> f64 {
         match self.step(t_s, t_s, r) {
             Delta::Joules(j) => j,
-            Delta::Start | Delta::Glitch => 0.0,
+            Delta::Start | Delta::Glitch | Delta::Unchanged => 0.0,
         }
     }
 
@@ -389,10 +407,24 @@ impl Accumulator {
                 },
                 false,
             )),
-            (Some((t0, Reading::Power { watts: p0 })), Reading::Power { watts: p1 }) => {
-                let dt = (t_s - t0).max(0.0);
-                Ok(0.5 * (p0 + p1) * dt)
+            (Some((_, Reading::Power { .. })), Reading::Power { watts }) => {
+                match self.power.sample(t_s, watts) {
+                    Some(j) => Ok(j),
+                    None => {
+                        self.last = Some((t_s, r));
+                        return Delta::Start;
+                    }
+                }
             }
+            (_, Reading::Power { watts }) => {
+                // The first power sample (or the first after a gap): the zero point.
+                self.power.forget();
+                self.power.sample(t_s, watts);
+                self.last = Some((t_s, r));
+                return Delta::Start;
+            }
+            // Nothing new: no sample, no time passes for this domain.
+            (_, Reading::Unchanged) => return Delta::Unchanged,
             (
                 _,
                 Reading::Model {
@@ -451,6 +483,9 @@ impl Accumulator {
                 // A usable value becomes the new base; an unusable one (above the range,
                 // a bad power) leaves none, so the next reading starts afresh.
                 self.last = rebase.then_some((t_s, r));
+                if !rebase {
+                    self.power.forget();
+                }
                 self.glitches += 1;
                 if self.first_glitch.is_none() {
                     self.first_glitch = Some(Glitch { t_s, kind });
@@ -488,6 +523,7 @@ impl Accumulator {
     /// instead of spanning an unknown gap.
     pub fn forget(&mut self) {
         self.last = None;
+        self.power.forget();
     }
 }
 

@@ -10,16 +10,12 @@ use nix::unistd::Pid;
 use crate::attribution::{Attributor, NO_BASELINE_NOTE, TickInput};
 use crate::baseline::{Baseline, BaselineError, Fit, MachineIdentity};
 use crate::cli::{SourceArg, TrackArg};
-use crate::config::Price;
 use crate::error::{Error, Result};
-use crate::output::{self, Prepared};
 use crate::plan::{BaselineChoice, Common, RunPlan};
 use crate::procs::{self, MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeTracker};
-use crate::report::csv::CsvSink;
-use crate::report::{
-    self, AttributionReport, BaselineStatus, Cost, DomainSummary, ExitInfo, J_PER_KWH, Mode,
-    Overhead, SUMMARY_SCHEMA_VERSION, Summary, Total,
-};
+use crate::report::sink::{self, TickView};
+use crate::report::summary::{self, SummaryInput};
+use crate::report::{AttributionReport, BaselineStatus, Mode};
 use crate::sampler::Sampler;
 use crate::signals::{Phase, Signals};
 use crate::sources::{self, DomainKind, OpenContext, Source, SourceKind, UnavailableKind};
@@ -222,8 +218,13 @@ pub(crate) fn drive(
                 continue;
             }
         }
-        // A tick: on schedule, or the final one right after the workload ended.
-        let dt = sampler.tick();
+        // A tick: on schedule, or the final one right after the workload ended (which
+        // also stops the reader threads, each after a last sample).
+        let dt = if ended.is_some() {
+            sampler.final_tick()
+        } else {
+            sampler.tick()
+        };
         on_tick(sampler, dt);
         if let Some(e) = ended {
             return e;
@@ -317,26 +318,6 @@ fn load_baseline(
     }
 }
 
-/// An output named on the command line, prepared (temporary file created) before the
-/// command starts, written when the run is over.
-struct FinalOutput {
-    flag: &'static str,
-    describe: String,
-    out: Prepared,
-}
-
-fn prepare_final(r: &Option<output::Requested>) -> Result<Option<FinalOutput>> {
-    r.as_ref()
-        .map(|r| {
-            Ok(FinalOutput {
-                flag: r.flag,
-                describe: r.dest.describe(),
-                out: output::prepare(r)?,
-            })
-        })
-        .transpose()
-}
-
 /// `-p PID`: the process must exist and not have exited yet.
 fn check_attachable(pid: i32) -> Result<()> {
     let state = if pid > 0 {
@@ -359,7 +340,6 @@ fn check_attachable(pid: i32) -> Result<()> {
 pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let mode = plan.mode;
     let command: &[OsString] = &plan.command;
-    let price = &plan.price;
     let interval_ms = plan.interval_ms;
     if let Some(pid) = plan.pid {
         check_attachable(pid)?;
@@ -370,7 +350,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         mut warnings,
     } = prepare_sampler(&plan.common, plan.source, &plan.only)?;
 
-    // Attribution (not for -a): baseline, process tracking, machine CPU time.
+    // Attribution (not reported with -a): baseline, process tracking, machine CPU time.
     let attribute = mode != Mode::All;
     let (baseline_w, baseline_status) = if attribute {
         load_baseline(&plan.baseline, sampler.domains(), &mut warnings)?
@@ -379,12 +359,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     };
 
     // Outputs: temporary files now (an unwritable destination stops here), in place later.
-    let mut report_out = prepare_final(&plan.report)?;
-    let mut json_out = prepare_final(&plan.json)?;
-    let mut csv = match &plan.csv {
-        Some(r) => Some(CsvSink::new(output::prepare(r)?, r.flag, r.dest.describe())),
-        None => None,
-    };
+    let mut sinks = sink::for_run(plan.report.as_ref(), plan.json.as_ref(), plan.csv.as_ref())?;
 
     let track = match plan.track {
         TrackArg::Auto => TrackRequest::Auto,
@@ -405,22 +380,20 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let mut machine = MachineCpu::new(&ctx.topology).map_err(Error::failure)?;
     let mut mc_prev = MachineCpuSample::default();
     machine.sample(&mut mc_prev);
+    let is_slow: Vec<bool> = (0..sampler.domains().len())
+        .map(|k| sampler.is_slow(k))
+        .collect();
     let mut attributor = Attributor::new(
         sampler.domains(),
         &packages,
         &mc_prev.cpus_per_socket,
         &baseline_w,
-    );
+    )
+    .with_interval_domains(&is_slow);
 
-    // A CSV going to a FIFO or a device is opened now, before the command starts (a FIFO
-    // waits for its reader here); one going to a file replaces it once the command runs.
-    if let Some(c) = csv.as_mut() {
-        c.before_start();
-        // Not even the header could be written: stop before the command runs.
-        if let Some(e) = c.error() {
-            return Err(Error::failure(e.to_string()));
-        }
-    }
+    // Streams open their destination now (a FIFO waits for its reader here); a stream
+    // that cannot even take its header stops the run before the command starts.
+    sink::open_all(&mut sinks)?;
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let self_cpu0 = procs::self_cpu_s();
 
@@ -475,8 +448,8 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             Workload::UntilSignal
         }
     };
-    if let Some(c) = csv.as_mut() {
-        c.after_start();
+    for s in sinks.iter_mut() {
+        s.started();
     }
     let method = tracker.as_ref().map(|t| t.method());
 
@@ -489,6 +462,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
+    let mut tick_start = 0.0;
 
     let ended = drive(
         &mut sampler,
@@ -496,38 +470,48 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         &workload,
         Duration::from_millis(interval_ms),
         |sampler, dt| {
-            if attribute {
-                if let Some(t) = tracker.as_mut() {
-                    t.sample(&mut tree);
-                }
-                machine.sample(&mut mc);
-                let self_now = procs::self_cpu_s();
-                let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
-                for i in 0..n_sockets {
-                    tree_d[i] =
-                        (at(&tree.per_socket_s, i) - at(&tree_prev.per_socket_s, i)).max(0.0);
-                    busy_d[i] =
-                        (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
-                }
-                attributor.tick(&TickInput {
-                    dt_s: dt,
-                    energy_j: &sampler.energy,
-                    tree_cpu_s: &tree_d,
-                    busy_cpu_s: &busy_d,
-                    self_cpu_s: (self_now - self_prev).max(0.0),
-                });
-                std::mem::swap(&mut tree, &mut tree_prev);
-                std::mem::swap(&mut mc, &mut mc_prev);
-                self_prev = self_now;
+            if let Some(t) = tracker.as_mut() {
+                t.sample(&mut tree);
             }
-            if let Some(c) = csv.as_mut() {
-                c.tick(
-                    sampler.elapsed_s(),
-                    sampler.domains(),
-                    &sampler.delta_j,
-                    &sampler.power_w,
-                );
+            machine.sample(&mut mc);
+            let self_now = procs::self_cpu_s();
+            let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+            for i in 0..n_sockets {
+                tree_d[i] = (at(&tree.per_socket_s, i) - at(&tree_prev.per_socket_s, i)).max(0.0);
+                busy_d[i] =
+                    (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
             }
+            attributor.tick(&TickInput {
+                dt_s: dt,
+                energy_j: &sampler.energy,
+                tree_cpu_s: &tree_d,
+                busy_cpu_s: &busy_d,
+                self_cpu_s: (self_now - self_prev).max(0.0),
+            });
+            // Domains with intervals of their own (slow ones, and devices without a CPU
+            // usage signal): split by the usage of those same intervals.
+            for i in &sampler.intervals {
+                if attributor.wants_interval(i.domain) {
+                    attributor.interval(i.domain, i.start_s, i.end_s, i.energy_j);
+                }
+            }
+            std::mem::swap(&mut tree, &mut tree_prev);
+            std::mem::swap(&mut mc, &mut mc_prev);
+            self_prev = self_now;
+            let end_s = sampler.elapsed_s();
+            let view = TickView {
+                start_s: tick_start,
+                end_s,
+                domains: sampler.domains(),
+                delta_j: &sampler.delta_j,
+                power_w: &sampler.power_w,
+                is_slow: &is_slow,
+                intervals: &sampler.intervals,
+            };
+            for s in sinks.iter_mut() {
+                s.tick(&view);
+            }
+            tick_start = end_s;
         },
     );
     signals.set_phase(Phase::Finishing);
@@ -535,38 +519,41 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         t.finish();
     }
     let mut failures = Vec::new();
-    if let Some(e) = csv.as_ref().and_then(|c| c.error()) {
-        warnings.push(e.to_string());
-        failures.push(e.to_string());
+    for e in sinks.iter().filter_map(|s| s.stream_error()) {
+        warnings.push(e.clone());
+        failures.push(e);
     }
     let exit = match ended {
         Ended::Exited(e) => Some(e),
         _ => None,
     };
-
-    // The time of the last reading, not of now: the energy ends there too.
-    let elapsed_s = sampler.elapsed_s();
     let self_cpu_s = (procs::self_cpu_s() - self_cpu0).max(0.0);
-    let summary = summarise(SummaryInput {
+    let attribution = attributor.summary();
+    let summary = summary::build(SummaryInput {
         mode,
         command,
         pid: plan.pid,
         started_at,
-        elapsed_s,
         interval_ms,
         exit,
         sampler: &sampler,
-        price,
+        price: &plan.price,
         self_cpu_s,
         warnings,
-        attribution: attribute.then(|| AttributionReport {
+        attribution: attribute.then_some(AttributionReport {
             method,
             baseline: baseline_status,
-            summary: attributor.summary(),
+            summary: attribution,
         }),
     });
     let status = exit.map_or(0, |e| e.status());
-    failures.extend(write_reports(&summary, report_out.take(), json_out.take()));
+    for s in sinks {
+        if let Err(e) = s.finish(&summary)
+            && !failures.contains(&e)
+        {
+            failures.push(e);
+        }
+    }
     if failures.is_empty() {
         return Ok(status);
     }
@@ -580,182 +567,4 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             crate::error::EXIT_FAILURE
         },
     ))
-}
-
-/// Write the table (to stderr, or `-o`) and the JSON; the failures, one line each.
-fn write_reports(
-    summary: &Summary,
-    report: Option<FinalOutput>,
-    json: Option<FinalOutput>,
-) -> Vec<String> {
-    let mut failures = Vec::new();
-    let table = report::table::render(summary);
-    match report {
-        Some(o) => {
-            if let Err(e) = o.out.finish(table.as_bytes(), o.flag) {
-                failures.push(format!("writing the report to {}: {e}", o.describe));
-            }
-        }
-        None => {
-            use std::io::Write;
-            // stderr closed or a broken pipe: nothing useful can be said about it.
-            let _ = std::io::stderr().lock().write_all(table.as_bytes());
-        }
-    }
-    if let Some(o) = json {
-        let written = report::json::to_bytes(summary).and_then(|b| o.out.finish(&b, o.flag));
-        if let Err(e) = written {
-            failures.push(format!("writing the JSON summary to {}: {e}", o.describe));
-        }
-    }
-    failures
-}
-
-struct SummaryInput<'a> {
-    mode: Mode,
-    command: &'a [OsString],
-    pid: Option<i32>,
-    started_at: String,
-    elapsed_s: f64,
-    interval_ms: u64,
-    exit: Option<Exit>,
-    sampler: &'a Sampler,
-    price: &'a Price,
-    self_cpu_s: f64,
-    warnings: Vec<String>,
-    attribution: Option<AttributionReport>,
-}
-
-fn summarise(i: SummaryInput<'_>) -> Summary {
-    let s = i.sampler;
-    let el = i.elapsed_s;
-    let per_s = |j: f64| if el > 0.0 { j / el } else { 0.0 };
-    let mut warnings = i.warnings;
-    let mut domains = Vec::new();
-    let mut sources: Vec<SourceKind> = Vec::new();
-    for ((d, acc), h) in s.domains().iter().zip(s.accumulators()).zip(s.health()) {
-        if !sources.contains(&d.source) {
-            sources.push(d.source);
-        }
-        if let Some((t, msg)) = &h.first_error {
-            warnings.push(format!(
-                "{}: {} reads failed, the first at {:.2} s: {msg}; its energy during those ticks is missing",
-                d.name, h.failed_reads, t
-            ));
-        }
-        if acc.resets > 0 {
-            warnings.push(format!(
-                "{}: the counter went down {} times and its wrap range is unknown: counted from zero each time, so its energy is a lower bound",
-                d.name, acc.resets
-            ));
-        }
-        if let Some(g) = &acc.first_glitch {
-            warnings.push(format!(
-                "{}: {} ignored, the first at {:.2} s ({}): the energy of {} is unknown",
-                d.name,
-                if acc.glitches == 1 {
-                    "1 implausible reading".to_string()
-                } else {
-                    format!("{} implausible readings", acc.glitches)
-                },
-                g.t_s,
-                g.kind,
-                if acc.glitches == 1 {
-                    "that interval"
-                } else {
-                    "those intervals"
-                },
-            ));
-        }
-        // A counter that never moved; the estimate is a model, never stuck.
-        let unchanged_s = acc.unchanged_for_s().filter(|_| !d.estimated);
-        if let Some(still_s) = unchanged_s {
-            warnings.push(format!(
-                "{}: the counter did not change in {:.1} s: a stuck counter{}; its 0 J is not a measurement",
-                d.name,
-                still_s,
-                if d.kind == sources::DomainKind::Uncore {
-                    " (or an integrated GPU powered off all along)"
-                } else {
-                    ""
-                }
-            ));
-        }
-        domains.push(DomainSummary {
-            name: d.name.clone(),
-            kind: d.kind,
-            socket: d.socket,
-            source: d.source,
-            estimated: d.estimated,
-            in_total: d.in_total(),
-            energy_j: acc.total_j,
-            avg_power_w: per_s(acc.total_j),
-            wraps: acc.wraps,
-            failed_reads: h.failed_reads,
-            first_error: h.first_error.as_ref().map(|(_, m)| m.clone()),
-            glitches: acc.glitches,
-            first_glitch: acc.first_glitch.as_ref().map(|g| g.kind.to_string()),
-            stuck: unchanged_s.is_some(),
-        });
-    }
-    let in_total: Vec<&DomainSummary> = domains.iter().filter(|d| d.in_total).collect();
-    let total_j: f64 = in_total.iter().map(|d| d.energy_j).sum();
-    let estimated = in_total.iter().any(|d| d.estimated);
-    if in_total.is_empty() {
-        warnings.push(
-            "no package, dram or estimate domain was measured: the total is 0 (see -e/--domains)"
-                .to_string(),
-        );
-    }
-    let kwh = total_j / J_PER_KWH;
-    Summary {
-        schema_version: SUMMARY_SCHEMA_VERSION,
-        joulerun_version: env!("CARGO_PKG_VERSION").to_string(),
-        mode: i.mode,
-        command: i
-            .command
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect(),
-        pid: i.pid,
-        started_at: i.started_at,
-        elapsed_s: el,
-        interval_ms: i.interval_ms,
-        ticks: s.ticks(),
-        exit: i.exit.map(|e| ExitInfo {
-            status: e.status(),
-            code: match e {
-                Exit::Code(c) => Some(c),
-                Exit::Signal(_) => None,
-            },
-            signal: match e {
-                Exit::Signal(sig) => Some(sig),
-                Exit::Code(_) => None,
-            },
-        }),
-        sources,
-        estimated,
-        domains,
-        total: Total {
-            energy_j: total_j,
-            kwh,
-            avg_power_w: per_s(total_j),
-            estimated,
-        },
-        cost: Cost {
-            price_per_kwh: i.price.per_kwh,
-            currency: i.price.currency.clone(),
-            amount: kwh * i.price.per_kwh,
-        },
-        attribution: i.attribution,
-        overhead: Overhead {
-            cpu_s: i.self_cpu_s,
-            percent_of_one_core: if el > 0.0 {
-                100.0 * i.self_cpu_s / el
-            } else {
-                0.0
-            },
-        },
-        warnings,
-    }
 }

@@ -1,73 +1,156 @@
-//! The tick: read every source, turn readings into per-domain energy since the last tick.
-//! The clock is monotonic (`Instant`); times are seconds since `start`.
+//! The tick: read the fast sources, collect what the slow ones' reader threads measured,
+//! and turn every reading into energy over an interval of the sampler's clock.
+//!
+//! The clock is monotonic (`Instant`); times are seconds since [`Sampler::start`].
+//!
+//! * A [`Cadence::Tick`] source is read on every tick, in the sampling loop. Its domains'
+//!   intervals are the ticks.
+//! * A [`Cadence::Every`] source is read on a reader thread of its own at its own period
+//!   ([`reader`]). Each read is stamped with the clock before and after it; the tick takes
+//!   whatever batches have arrived without ever waiting, and its domains' intervals run
+//!   from one of their samples to the next. A read that blocks delays that source only.
+//! * At the end, [`Sampler::final_tick`] stops the readers (each takes one last sample, so
+//!   its intervals reach the end of the run), waits a bounded time for them, then ticks.
 
-use std::time::Instant;
+pub mod reader;
+
+use std::time::{Duration, Instant};
 
 use crate::counter::{Accumulator, Delta};
-use crate::sources::{Domain, DomainKind, ReadError, Reading, Source};
+use crate::sources::{Cadence, Domain, DomainKind, ReadError, Reading, Source};
 
 /// What went wrong with one domain during the run.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct DomainHealth {
-    /// Ticks on which the domain could not be read.
+    /// Reads in which the domain could not be read.
     pub failed_reads: u64,
     /// The first failure: seconds since start and the message.
     pub first_error: Option<(f64, String)>,
+    /// The device said it is gone for good, at this time: no later reading.
+    pub gone_at: Option<f64>,
+    /// Its reader thread did not stop in time at the end: the last part is missing.
+    pub unfinished: bool,
+}
+
+/// The energy of one domain over one interval of the sampler's clock.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    /// Index in [`Sampler::domains`].
+    pub domain: usize,
+    pub start_s: f64,
+    pub end_s: f64,
+    pub energy_j: f64,
+}
+
+impl Interval {
+    pub fn power_w(&self) -> f64 {
+        let dt = self.end_s - self.start_s;
+        if dt > 0.0 { self.energy_j / dt } else { 0.0 }
+    }
+}
+
+struct Fast {
+    source: Box<dyn Source>,
+    /// For domain j of the source: the index in `domains`, or None when filtered out.
+    map: Vec<Option<usize>>,
+}
+
+struct Slow {
+    /// Until `start`: the source; then its reader.
+    source: Option<Box<dyn Source>>,
+    reader: Option<reader::Reader>,
+    period: Duration,
+    map: Vec<Option<usize>>,
 }
 
 pub struct Sampler {
-    sources: Vec<Box<dyn Source>>,
-    /// For source i and its domain j: the index in `domains`, or None when filtered out.
-    map: Vec<Vec<Option<usize>>>,
+    fast: Vec<Fast>,
+    slow: Vec<Slow>,
     domains: Vec<Domain>,
+    /// Whether domain i comes from a slow source.
+    is_slow: Vec<bool>,
     accs: Vec<Accumulator>,
     health: Vec<DomainHealth>,
+    /// Time of each domain's last reading that can start an interval.
+    last_sample_s: Vec<Option<f64>>,
+    /// Time covered by each domain's intervals, s.
+    measured_s: Vec<f64>,
     buf: Vec<Result<Reading, ReadError>>,
+    batches: Vec<reader::Batch>,
     start: Option<Instant>,
     last_t: f64,
-    /// Energy of each domain during the last tick, J.
+    /// Energy of each fast domain during the last tick, J (0 for slow domains: see
+    /// `intervals`).
     pub delta_j: Vec<f64>,
-    /// Average power of each domain during the last tick, W.
+    /// Average power of each fast domain during the last tick, W.
     pub power_w: Vec<f64>,
     /// `delta_j`, or `None` where this tick's energy is unknown (a failed read, the
-    /// first reading after one, or an implausible reading: a glitch).
+    /// first reading after one, an implausible reading: a glitch) or comes in intervals
+    /// of its own (a slow domain).
     pub energy: Vec<Option<f64>>,
+    /// Every interval that ended since the previous tick, fast and slow domains alike.
+    pub intervals: Vec<Interval>,
     ticks: u64,
 }
+
+/// How long the end of a run waits for a reader thread's last sample.
+pub const READER_STOP_WAIT: Duration = Duration::from_secs(2);
 
 impl Sampler {
     /// `only`: keep only these domain kinds (empty: all). Estimates are always kept.
     pub fn new(sources: Vec<Box<dyn Source>>, only: &[DomainKind]) -> Sampler {
         let mut domains = Vec::new();
-        let mut map = Vec::new();
-        for s in &sources {
-            let mut m = Vec::new();
-            for d in s.domains() {
+        let mut is_slow = Vec::new();
+        let mut accs = Vec::new();
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        for source in sources {
+            let cadence = source.cadence();
+            let max_gap = match cadence {
+                Cadence::Tick => crate::integrate::DEFAULT_MAX_GAP_S,
+                Cadence::Every(p) => crate::integrate::max_gap_for_period(p.as_secs_f64()),
+            };
+            let mut map = Vec::new();
+            for d in source.domains() {
                 let keep =
                     only.is_empty() || only.contains(&d.kind) || d.kind == DomainKind::Estimate;
                 if keep {
-                    m.push(Some(domains.len()));
+                    map.push(Some(domains.len()));
+                    accs.push(Accumulator::for_domain(d).with_max_gap(max_gap));
                     domains.push(d.clone());
+                    is_slow.push(matches!(cadence, Cadence::Every(_)));
                 } else {
-                    m.push(None);
+                    map.push(None);
                 }
             }
-            map.push(m);
+            match cadence {
+                Cadence::Tick => fast.push(Fast { source, map }),
+                Cadence::Every(period) => slow.push(Slow {
+                    source: Some(source),
+                    reader: None,
+                    period,
+                    map,
+                }),
+            }
         }
         let n = domains.len();
-        let accs = domains.iter().map(Accumulator::for_domain).collect();
         Sampler {
-            sources,
-            map,
+            fast,
+            slow,
             domains,
+            is_slow,
             accs,
             health: vec![DomainHealth::default(); n],
+            last_sample_s: vec![None; n],
+            measured_s: vec![0.0; n],
             buf: Vec::with_capacity(16),
+            batches: Vec::new(),
             start: None,
             last_t: 0.0,
             delta_j: vec![0.0; n],
             power_w: vec![0.0; n],
             energy: vec![None; n],
+            intervals: Vec::with_capacity(n),
             ticks: 0,
         }
     }
@@ -76,12 +159,22 @@ impl Sampler {
         &self.domains
     }
 
+    /// Whether domain `i` is read on a reader thread (its energy comes in `intervals`).
+    pub fn is_slow(&self, i: usize) -> bool {
+        self.is_slow.get(i).copied().unwrap_or(false)
+    }
+
     pub fn accumulators(&self) -> &[Accumulator] {
         &self.accs
     }
 
     pub fn health(&self) -> &[DomainHealth] {
         &self.health
+    }
+
+    /// Time covered by each domain's intervals, s.
+    pub fn measured_s(&self) -> &[f64] {
+        &self.measured_s
     }
 
     pub fn ticks(&self) -> u64 {
@@ -98,20 +191,31 @@ impl Sampler {
         self.last_t
     }
 
-    /// The first reading: the zero point of every counter and of the clock.
+    /// The first reading: the zero point of every counter and of the clock. Reader
+    /// threads start here and take their first sample at once.
     pub fn start(&mut self) {
-        self.start = Some(Instant::now());
+        let epoch = Instant::now();
+        self.start = Some(epoch);
         self.last_t = 0.0;
-        self.read_all(0.0);
+        self.read_fast(0.0);
+        for s in &mut self.slow {
+            if let Some(source) = s.source.take() {
+                s.reader = Some(reader::Reader::spawn(source, s.period, epoch));
+            }
+        }
         self.delta_j.iter_mut().for_each(|d| *d = 0.0);
         self.power_w.iter_mut().for_each(|p| *p = 0.0);
+        self.intervals.clear();
     }
 
-    /// Read all sources now. Returns the tick's duration in seconds; `delta_j` and
-    /// `power_w` then hold the tick's values.
+    /// Read the fast sources now and collect the slow ones' samples. Returns the tick's
+    /// duration in seconds; `delta_j`, `power_w`, `energy` and `intervals` then hold the
+    /// tick's values.
     pub fn tick(&mut self) -> f64 {
+        self.intervals.clear();
         let t = self.now_s();
-        self.read_all(t);
+        self.read_fast(t);
+        self.collect_slow();
         let dt = (t - self.last_t).max(0.0);
         self.last_t = t;
         self.ticks += 1;
@@ -121,48 +225,151 @@ impl Sampler {
         dt
     }
 
-    /// Read every source. `t` is the tick's time, taken before the reads; the time after
-    /// each source's read bounds the interval for the plausibility check.
-    fn read_all(&mut self, t: f64) {
+    /// The last tick of a run: stop the reader threads (each takes a last sample; a
+    /// reader stuck in a read is given [`READER_STOP_WAIT`], then left behind and its
+    /// domains marked unfinished), then tick.
+    pub fn final_tick(&mut self) -> f64 {
+        for s in &mut self.slow {
+            if let Some(r) = s.reader.as_mut() {
+                r.request_stop();
+            }
+        }
+        let deadline = Instant::now() + READER_STOP_WAIT;
+        for s in &mut self.slow {
+            if let Some(r) = s.reader.as_mut()
+                && !r.wait_stopped(deadline)
+            {
+                for &k in s.map.iter().flatten() {
+                    self.health[k].unfinished = true;
+                }
+            }
+        }
+        self.tick()
+    }
+
+    fn read_fast(&mut self, t: f64) {
         let Sampler {
-            sources,
-            map,
+            fast,
             accs,
             health,
             buf,
             delta_j,
             energy,
             start,
+            last_sample_s,
+            measured_s,
+            intervals,
             ..
         } = self;
-        for (si, source) in sources.iter_mut().enumerate() {
-            source.read(buf);
+        for f in fast.iter_mut() {
+            f.source.read(buf);
             let t_end = start.map_or(t, |s| s.elapsed().as_secs_f64());
-            for (j, slot) in map[si].iter().enumerate() {
+            for (j, slot) in f.map.iter().enumerate() {
                 let Some(k) = *slot else { continue };
-                match buf.get(j) {
-                    Some(Ok(r)) => {
-                        (delta_j[k], energy[k]) = match accs[k].step(t, t_end, *r) {
-                            Delta::Joules(j) => (j, Some(j)),
-                            Delta::Start | Delta::Glitch => (0.0, None),
-                        };
+                let outcome = apply(
+                    &mut accs[k],
+                    &mut health[k],
+                    &mut last_sample_s[k],
+                    buf.get(j),
+                    t,
+                    t_end,
+                );
+                (delta_j[k], energy[k]) = match outcome {
+                    Some((t0, j)) => {
+                        measured_s[k] += t - t0;
+                        intervals.push(Interval {
+                            domain: k,
+                            start_s: t0,
+                            end_s: t,
+                            energy_j: j,
+                        });
+                        (j, Some(j))
                     }
-                    failed => {
-                        delta_j[k] = 0.0;
-                        energy[k] = None;
-                        accs[k].forget();
-                        let h = &mut health[k];
-                        h.failed_reads += 1;
-                        if h.first_error.is_none() {
-                            let msg = match failed {
-                                Some(Err(e)) => e.message.clone(),
-                                _ => "the source returned no reading".to_string(),
-                            };
-                            h.first_error = Some((t, msg));
-                        }
+                    None => (0.0, None),
+                };
+            }
+        }
+    }
+
+    fn collect_slow(&mut self) {
+        let Sampler {
+            slow,
+            accs,
+            health,
+            last_sample_s,
+            measured_s,
+            intervals,
+            batches,
+            ..
+        } = self;
+        for s in slow.iter_mut() {
+            let Some(r) = s.reader.as_mut() else { continue };
+            r.drain_into(batches);
+            for b in batches.drain(..) {
+                for (j, slot) in s.map.iter().enumerate() {
+                    let Some(k) = *slot else { continue };
+                    if health[k].gone_at.is_some() {
+                        continue;
+                    }
+                    if let Some((t0, e)) = apply(
+                        &mut accs[k],
+                        &mut health[k],
+                        &mut last_sample_s[k],
+                        b.readings.get(j),
+                        b.t_s,
+                        b.t_end_s,
+                    ) {
+                        measured_s[k] += b.t_s - t0;
+                        intervals.push(Interval {
+                            domain: k,
+                            start_s: t0,
+                            end_s: b.t_s,
+                            energy_j: e,
+                        });
                     }
                 }
             }
+        }
+    }
+}
+
+/// Feed one reading (or its failure) to a domain's accumulator. Returns the interval
+/// that ended, as (start time, joules), when one did.
+fn apply(
+    acc: &mut Accumulator,
+    health: &mut DomainHealth,
+    last_sample: &mut Option<f64>,
+    reading: Option<&Result<Reading, ReadError>>,
+    t: f64,
+    t_end: f64,
+) -> Option<(f64, f64)> {
+    match reading {
+        Some(Ok(r)) => match acc.step(t, t_end, *r) {
+            Delta::Joules(j) => {
+                let t0 = last_sample.replace(t);
+                t0.map(|t0| (t0, j))
+            }
+            Delta::Start | Delta::Glitch => {
+                *last_sample = Some(t);
+                None
+            }
+            Delta::Unchanged => None,
+        },
+        failed => {
+            acc.forget();
+            *last_sample = None;
+            health.failed_reads += 1;
+            let (msg, gone) = match failed {
+                Some(Err(e)) => (e.message.clone(), e.gone),
+                _ => ("the source returned no reading".to_string(), false),
+            };
+            if gone && health.gone_at.is_none() {
+                health.gone_at = Some(t);
+            }
+            if health.first_error.is_none() {
+                health.first_error = Some((t, msg));
+            }
+            None
         }
     }
 }

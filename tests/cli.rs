@@ -323,7 +323,8 @@ fn estimate_is_labelled_everywhere() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "schema_version,elapsed_s,domain,kind,socket,source,estimated,energy_delta_j,power_w,cumulative_j"
+        // Schema 2 (issue 8): `device` and `start_s` before `cumulative_j`.
+        "schema_version,elapsed_s,domain,kind,socket,source,estimated,energy_delta_j,power_w,device,start_s,cumulative_j"
     );
     let rows: Vec<&str> = lines.collect();
     assert!(rows.len() >= 5, "{text}");

@@ -13,10 +13,14 @@ use std::rc::Rc;
 use crate::output::Prepared;
 use crate::sources::Domain;
 
-/// Version of the CSV schema, written in the `schema_version` column of every row.
-pub const CSV_SCHEMA_VERSION: u32 = 1;
+use super::sink::{Sink, TickView};
 
-pub const HEADER: [&str; 10] = [
+/// Version of the CSV schema, written in the `schema_version` column of every row.
+/// 2: rows of domains read at their own cadence come with their samples; `device` and
+/// `start_s` columns (docs/output-formats.md).
+pub const CSV_SCHEMA_VERSION: u32 = 2;
+
+pub const HEADER: [&str; 12] = [
     "schema_version",
     "elapsed_s",
     "domain",
@@ -26,6 +30,8 @@ pub const HEADER: [&str; 10] = [
     "estimated",
     "energy_delta_j",
     "power_w",
+    "device",
+    "start_s",
     "cumulative_j",
 ];
 
@@ -72,35 +78,47 @@ impl CsvFormat {
         self.take()
     }
 
-    /// The rows of one tick.
-    pub fn tick(
-        &mut self,
-        elapsed_s: f64,
-        domains: &[Domain],
-        delta_j: &[f64],
-        power_w: &[f64],
-    ) -> Vec<u8> {
-        if self.cumulative.len() != domains.len() {
-            self.cumulative.resize(domains.len(), 0.0);
-        }
-        let t = format!("{elapsed_s:.6}");
+    fn row(&mut self, d: &Domain, k: usize, start_s: f64, end_s: f64, delta: f64, power: f64) {
+        self.cumulative[k] += delta;
         let num = |x: f64| format!("{:.6}", crate::text::no_negative_zero(x));
-        for (i, d) in domains.iter().enumerate() {
-            let delta = delta_j.get(i).copied().unwrap_or(0.0);
-            self.cumulative[i] += delta;
-            let socket = d.socket.map(|s| s.to_string()).unwrap_or_default();
-            let _ = self.w.write_record([
-                CSV_SCHEMA_VERSION.to_string().as_str(),
-                t.as_str(),
-                d.name.as_str(),
-                d.kind.name(),
-                socket.as_str(),
-                d.source.name(),
-                if d.estimated { "true" } else { "false" },
-                num(delta).as_str(),
-                num(power_w.get(i).copied().unwrap_or(0.0)).as_str(),
-                num(self.cumulative[i]).as_str(),
-            ]);
+        let socket = d.socket.map(|s| s.to_string()).unwrap_or_default();
+        let _ = self.w.write_record([
+            CSV_SCHEMA_VERSION.to_string().as_str(),
+            format!("{end_s:.6}").as_str(),
+            d.name.as_str(),
+            d.kind.name(),
+            socket.as_str(),
+            d.source.name(),
+            if d.estimated { "true" } else { "false" },
+            num(delta).as_str(),
+            num(power).as_str(),
+            d.device.id().as_str(),
+            format!("{start_s:.6}").as_str(),
+            num(self.cumulative[k]).as_str(),
+        ]);
+    }
+
+    /// The rows of one tick: one per fast domain (its energy in the tick, 0 when the
+    /// read failed), and one per interval a slow domain completed (over its own times).
+    pub fn tick(&mut self, t: &TickView<'_>) -> Vec<u8> {
+        if self.cumulative.len() != t.domains.len() {
+            self.cumulative.resize(t.domains.len(), 0.0);
+        }
+        for (k, d) in t.domains.iter().enumerate() {
+            if t.is_slow.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            let delta = t.delta_j.get(k).copied().unwrap_or(0.0);
+            let power = t.power_w.get(k).copied().unwrap_or(0.0);
+            self.row(d, k, t.start_s, t.end_s, delta, power);
+        }
+        for i in t.intervals {
+            if !t.is_slow.get(i.domain).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(d) = t.domains.get(i.domain) {
+                self.row(d, i.domain, i.start_s, i.end_s, i.energy_j, i.power_w());
+            }
         }
         self.take()
     }
@@ -173,12 +191,12 @@ impl CsvSink {
     }
 
     /// Write one tick's rows in one write. After a failure, nothing more is written.
-    pub fn tick(&mut self, elapsed_s: f64, domains: &[Domain], delta_j: &[f64], power_w: &[f64]) {
+    pub fn write_tick(&mut self, t: &TickView<'_>) {
         if self.error.is_some() {
             return;
         }
-        let rows = self.fmt.tick(elapsed_s, domains, delta_j, power_w);
-        self.write(&rows, elapsed_s);
+        let rows = self.fmt.tick(t);
+        self.write(&rows, t.end_s);
     }
 
     fn write(&mut self, bytes: &[u8], at_s: f64) {
@@ -217,32 +235,95 @@ impl CsvSink {
     }
 }
 
+impl Sink for CsvSink {
+    fn open(&mut self) -> Result<(), String> {
+        self.before_start();
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+    fn started(&mut self) {
+        self.after_start();
+    }
+    fn tick(&mut self, t: &TickView<'_>) {
+        self.write_tick(t);
+    }
+    fn stream_error(&self) -> Option<String> {
+        self.error.clone()
+    }
+    fn finish(self: Box<Self>, _summary: &super::Summary) -> Result<(), String> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sources::{DomainKind, SourceKind};
 
     #[test]
-    fn rows_accumulate() {
+    fn rows_accumulate_fast_per_tick_and_slow_per_sample() {
+        use crate::sampler::Interval;
+        use crate::sources::{Device, Place};
         let mut f = CsvFormat::default();
         let d = vec![
             Domain::new(DomainKind::Package, Some(0), SourceKind::Powercap),
             Domain::new(DomainKind::Estimate, None, SourceKind::Estimate),
+            Domain::on_device(
+                "chassis",
+                DomainKind::Chassis,
+                Device::Chassis,
+                SourceKind::Hwmon,
+            )
+            .placed(Place::Whole),
         ];
+        let slow = [false, false, true];
+        let view =
+            |start_s, end_s, delta: &'static [f64], intervals: &'static [Interval]| TickView {
+                start_s,
+                end_s,
+                domains: &[],
+                delta_j: delta,
+                power_w: &[10.0, 5.0, 0.0],
+                is_slow: &[],
+                intervals,
+            };
         let mut text = String::from_utf8(f.header()).unwrap();
-        text += &String::from_utf8(f.tick(0.1, &d, &[1.0, 0.5], &[10.0, 5.0])).unwrap();
-        let second = String::from_utf8(f.tick(0.2, &d, &[2.0, -0.0], &[20.0, 5.0])).unwrap();
-        assert_eq!(second.lines().count(), 2, "one tick's rows in one buffer");
+        let mut v = view(0.0, 0.1, &[1.0, 0.5, 0.0], &[]);
+        v.domains = &d;
+        v.is_slow = &slow;
+        text += &String::from_utf8(f.tick(&v)).unwrap();
+        static IV: [Interval; 1] = [Interval {
+            domain: 2,
+            start_s: 0.05,
+            end_s: 0.15,
+            energy_j: 3.0,
+        }];
+        let mut v = view(0.1, 0.2, &[2.0, -0.0, 0.0], &IV);
+        v.domains = &d;
+        v.is_slow = &slow;
+        v.power_w = &[20.0, 5.0, 0.0];
+        let second = String::from_utf8(f.tick(&v)).unwrap();
+        assert_eq!(second.lines().count(), 3, "one tick's rows in one buffer");
         text += &second;
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HEADER.join(","));
         assert_eq!(
             lines[3],
-            "1,0.200000,package-0,package,0,powercap,false,2.000000,20.000000,3.000000"
+            "2,0.200000,package-0,package,0,powercap,false,2.000000,20.000000,socket:0,0.100000,3.000000"
         );
         assert_eq!(
             lines[4],
-            "1,0.200000,cpu (estimated),estimate,,estimate,true,0.000000,5.000000,0.500000"
+            "2,0.200000,cpu (estimated),estimate,,estimate,true,0.000000,5.000000,machine,0.100000,0.500000"
+        );
+        // The chassis sample, over its own interval.
+        assert_eq!(
+            lines[5],
+            "2,0.150000,chassis,chassis,,hwmon,false,3.000000,30.000000,chassis,0.050000,3.000000"
         );
     }
 }

@@ -3,13 +3,17 @@
 
 pub mod csv;
 pub mod json;
+pub mod sink;
+pub mod summary;
 pub mod table;
+
+pub use summary::totals;
 
 use serde::Serialize;
 
 use crate::attribution::AttributionSummary;
 use crate::procs::TrackMethod;
-use crate::sources::{DomainKind, SourceKind};
+use crate::sources::{Category, Device, DomainKind, Place, SourceKind};
 
 /// Version of the JSON summary schema (docs/output-formats.md). Bump on any change
 /// that is not a pure addition.
@@ -44,8 +48,9 @@ pub struct DomainSummary {
     pub socket: Option<u32>,
     pub source: SourceKind,
     pub estimated: bool,
-    /// Whether this domain is added into `total` (core/uncore are inside the package,
-    /// psys overlaps everything).
+    /// Whether this domain is added into `total`: the whole-machine domains when one was
+    /// measured, else the parts (core/uncore are inside the package, psys overlaps
+    /// everything: never).
     pub in_total: bool,
     pub energy_j: f64,
     pub avg_power_w: f64,
@@ -62,6 +67,21 @@ pub struct DomainSummary {
     /// The counter did not change at all over the run (at least
     /// [`crate::counter::STUCK_MIN_S`]): its 0 J is not a measurement.
     pub stuck: bool,
+    /// When the first failure happened, s.
+    #[serde(skip)]
+    pub first_error_s: Option<f64>,
+    /// The device measured (a socket, a GPU, the chassis, ...).
+    pub device: Device,
+    pub category: Category,
+    /// `place`: `whole`, `part`, `inside` (with `parent`) or `overlaps`.
+    #[serde(flatten)]
+    pub place: Place,
+    /// Time its intervals covered, s (`avg_power_w` is over this time).
+    pub measured_s: f64,
+    /// The device went away for good at this time, s.
+    pub gone_at_s: Option<f64>,
+    /// Its reader had not returned its last sample when the run ended.
+    pub unfinished: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -70,6 +90,12 @@ pub struct Total {
     pub kwh: f64,
     pub avg_power_w: f64,
     pub estimated: bool,
+    /// What the total is made of: `"whole"` (the chassis, a battery) or `"parts"`.
+    pub of: &'static str,
+    /// The domains summed.
+    pub domains: Vec<String>,
+    /// With a whole-machine domain: what it measured beyond the parts inside it, J.
+    pub rest_of_system_j: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -29,10 +29,14 @@ pub enum SourceKind {
     Powercap,
     Msr,
     Estimate,
+    /// `/sys/class/hwmon`: power meters, GPU and PSU sensors (`sources/hwmon.rs`).
+    Hwmon,
+    /// `/sys/class/power_supply/BAT*` (`sources/battery.rs`).
+    Battery,
 }
 
 impl SourceKind {
-    /// All kinds, in the order `auto` tries them.
+    /// The CPU interfaces, in the order `auto` tries them.
     pub const AUTO_ORDER: [SourceKind; 4] = [
         SourceKind::Perf,
         SourceKind::Powercap,
@@ -46,8 +50,177 @@ impl SourceKind {
             SourceKind::Powercap => "powercap",
             SourceKind::Msr => "msr",
             SourceKind::Estimate => "estimate",
+            SourceKind::Hwmon => "hwmon",
+            SourceKind::Battery => "battery",
         }
     }
+}
+
+/// The families of devices a run measures, each through at most one interface
+/// (`joulerun list` shows them all). `--source` chooses the CPU's; each other category has
+/// its own switch (`--gpu`, `--chassis`, `--battery`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// CPU packages, their cores, uncore and DRAM; psys; the estimate.
+    Cpu,
+    /// Graphics cards.
+    Gpu,
+    /// The whole machine at the wall: a BMC, a power meter, the power supplies.
+    Chassis,
+    /// A laptop's battery while it discharges: the whole machine, too.
+    Battery,
+    /// Other power sensors (hwmon chips that are neither a GPU nor a PSU): shown, never
+    /// added, because what they measure is unknown.
+    Meter,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Cpu,
+        Category::Gpu,
+        Category::Chassis,
+        Category::Battery,
+        Category::Meter,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Cpu => "cpu",
+            Category::Gpu => "gpu",
+            Category::Chassis => "chassis",
+            Category::Battery => "battery",
+            Category::Meter => "meter",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The physical thing a domain measures. Attribution splits a device's energy by the
+/// usage that drives it (CPU time for a socket, GPU utilisation for a GPU); a device
+/// without a usage signal of its own (the chassis, a battery, a meter) gets a modelled
+/// share (docs/attribution.md).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Device {
+    /// A CPU package (socket), with its cores, uncore and memory.
+    Socket { index: u32 },
+    /// The CPUs of the machine as a whole (the estimate, psys, a socket-less domain).
+    Machine,
+    /// A graphics card: its index in the run, and its identity when known.
+    Gpu {
+        index: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uuid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// The whole machine at the wall (BMC, power meter, PSUs).
+    Chassis,
+    /// A battery (`BAT0`).
+    Battery { name: String },
+    /// Another power sensor, named by its driver (and label).
+    Meter { name: String },
+}
+
+impl Device {
+    pub fn category(&self) -> Category {
+        match self {
+            Device::Socket { .. } | Device::Machine => Category::Cpu,
+            Device::Gpu { .. } => Category::Gpu,
+            Device::Chassis => Category::Chassis,
+            Device::Battery { .. } => Category::Battery,
+            Device::Meter { .. } => Category::Meter,
+        }
+    }
+
+    /// A compact identifier without spaces or commas, for CSV and metrics:
+    /// `socket:0`, `machine`, `gpu:0`, `chassis`, `battery:BAT0`, `meter:ina226`.
+    pub fn id(&self) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect()
+        };
+        match self {
+            Device::Socket { index } => format!("socket:{index}"),
+            Device::Machine => "machine".to_string(),
+            Device::Gpu { index, .. } => format!("gpu:{index}"),
+            Device::Chassis => "chassis".to_string(),
+            Device::Battery { name } => format!("battery:{}", clean(name)),
+            Device::Meter { name } => format!("meter:{}", clean(name)),
+        }
+    }
+
+    /// How reports name it: `socket 0`, `machine`, `GPU 0 (Radeon RX 7900, 1a2b3c4d)`,
+    /// `chassis`, `battery BAT0`, `meter ina3221`.
+    pub fn label(&self) -> String {
+        match self {
+            Device::Socket { index } => format!("socket {index}"),
+            Device::Machine => "machine".to_string(),
+            Device::Gpu { index, uuid, name } => {
+                let mut extra: Vec<String> = Vec::new();
+                if let Some(n) = name {
+                    extra.push(n.clone());
+                }
+                if let Some(u) = uuid {
+                    extra.push(short_uuid(u));
+                }
+                if extra.is_empty() {
+                    format!("GPU {index}")
+                } else {
+                    format!("GPU {index} ({})", extra.join(", "))
+                }
+            }
+            Device::Chassis => "chassis".to_string(),
+            Device::Battery { name } => format!("battery {name}"),
+            Device::Meter { name } => format!("meter {name}"),
+        }
+    }
+}
+
+/// The first 8 hex digits of a GPU uuid (`GPU-1a2b3c4d-...` gives `1a2b3c4d`), enough to
+/// tell cards apart in a table.
+pub fn short_uuid(u: &str) -> String {
+    let hex: String = u
+        .trim_start_matches("GPU-")
+        .trim_start_matches("MIG-")
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .take(8)
+        .collect();
+    if hex.is_empty() { u.to_string() } else { hex }
+}
+
+/// Where a domain sits in the machine: what the total is made of, and what is counted
+/// inside something else. One function ([`crate::report::totals`]) turns this into the
+/// total and "rest of system"; nothing else decides what adds up.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "place", content = "parent", rename_all = "snake_case")]
+pub enum Place {
+    /// The whole machine (the chassis at the wall, a battery that powers everything):
+    /// when measured, it is the total, and every `Part` is inside it.
+    Whole,
+    /// A top-level part of the machine (a package, its DRAM, a GPU, the estimate): the
+    /// total is the sum of the parts when no `Whole` is measured.
+    Part,
+    /// Inside another domain (core and uncore inside their package; an integrated GPU's
+    /// meter inside the uncore): shown, never added. Holds the parent's name.
+    Inside(String),
+    /// Overlaps several parts (psys covers the whole SoC and more; an APU's GPU meter
+    /// covers the CPU package too; an unknown meter): shown, never added.
+    Overlaps,
 }
 
 impl fmt::Display for SourceKind {
@@ -72,6 +245,14 @@ pub enum DomainKind {
     Psys,
     /// A modelled value, not a measurement.
     Estimate,
+    /// A graphics card (its board, or its GPU chip when that is all the driver gives).
+    Gpu,
+    /// The whole machine at the wall, or one power supply's input.
+    Chassis,
+    /// A battery's discharge.
+    Battery,
+    /// Another power sensor.
+    Meter,
 }
 
 impl DomainKind {
@@ -84,6 +265,10 @@ impl DomainKind {
             DomainKind::Dram => "dram",
             DomainKind::Psys => "psys",
             DomainKind::Estimate => "estimate",
+            DomainKind::Gpu => "gpu",
+            DomainKind::Chassis => "chassis",
+            DomainKind::Battery => "battery",
+            DomainKind::Meter => "meter",
         }
     }
 
@@ -91,21 +276,38 @@ impl DomainKind {
         Some(match s {
             "package" | "pkg" => DomainKind::Package,
             "core" | "cores" => DomainKind::Core,
-            "uncore" | "gpu" => DomainKind::Uncore,
+            "uncore" => DomainKind::Uncore,
             "dram" | "ram" => DomainKind::Dram,
             "psys" => DomainKind::Psys,
             "estimate" => DomainKind::Estimate,
+            "gpu" => DomainKind::Gpu,
+            "chassis" => DomainKind::Chassis,
+            "battery" => DomainKind::Battery,
+            "meter" => DomainKind::Meter,
             _ => return None,
         })
     }
 
-    /// Whether energy of this kind is added into the run's total. Core and uncore are
-    /// already inside the package counter, psys overlaps everything: both stay out.
+    /// Where a domain of this kind sits when its source says nothing more: package,
+    /// dram, the estimate and GPUs are parts; core and uncore are inside their package
+    /// (`socket`); psys and meters overlap; the chassis and a battery are the whole.
+    pub fn default_place(self, socket: Option<u32>) -> Place {
+        match self {
+            DomainKind::Package | DomainKind::Dram | DomainKind::Estimate | DomainKind::Gpu => {
+                Place::Part
+            }
+            DomainKind::Core | DomainKind::Uncore => {
+                Place::Inside(domain_name(DomainKind::Package, socket))
+            }
+            DomainKind::Psys | DomainKind::Meter => Place::Overlaps,
+            DomainKind::Chassis | DomainKind::Battery => Place::Whole,
+        }
+    }
+
+    /// Whether energy of this kind is a part added into the sum of parts (see [`Place`]).
+    /// Core and uncore are already inside the package counter, psys overlaps everything.
     pub fn in_total(self) -> bool {
-        matches!(
-            self,
-            DomainKind::Package | DomainKind::Dram | DomainKind::Estimate
-        )
+        self.default_place(None) == Place::Part
     }
 
     /// The plausible maximum power of one domain of this kind, watts: above it a reading
@@ -120,6 +322,11 @@ impl DomainKind {
             DomainKind::Uncore | DomainKind::Dram => 500.0,
             DomainKind::Psys => 2000.0,
             DomainKind::Estimate => 1.5 * estimate::MAX_CPU_WATTS,
+            // The largest accelerator boards draw about 1 kW (1.2 kW for the newest).
+            DomainKind::Gpu => 2000.0,
+            // A full rack-scale chassis at the wall stays below this; one PSU far below.
+            DomainKind::Chassis => 20_000.0,
+            DomainKind::Battery | DomainKind::Meter => 2000.0,
         }
     }
 }
@@ -141,9 +348,17 @@ pub struct Domain {
     /// better (the estimate: its model's maximum times 1.5).
     #[serde(skip)]
     pub max_power_w: f64,
+    /// The device it measures (a socket, a GPU, the chassis, ...).
+    pub device: Device,
+    /// Where it sits: the whole machine, a part of it, inside another domain, or
+    /// overlapping several.
+    #[serde(flatten)]
+    pub place: Place,
 }
 
 impl Domain {
+    /// A CPU-category domain: its device is its socket (or the machine), its place the
+    /// kind's default.
     pub fn new(kind: DomainKind, socket: Option<u32>, source: SourceKind) -> Domain {
         Domain {
             name: domain_name(kind, socket),
@@ -152,7 +367,45 @@ impl Domain {
             source,
             estimated: kind == DomainKind::Estimate,
             max_power_w: kind.plausible_max_w(),
+            device: match socket {
+                Some(index) => Device::Socket { index },
+                None => Device::Machine,
+            },
+            place: kind.default_place(socket),
         }
+    }
+
+    /// A domain of any device, named by its source.
+    pub fn on_device(
+        name: impl Into<String>,
+        kind: DomainKind,
+        device: Device,
+        source: SourceKind,
+    ) -> Domain {
+        let socket = match device {
+            Device::Socket { index } => Some(index),
+            _ => None,
+        };
+        Domain {
+            name: name.into(),
+            kind,
+            socket,
+            source,
+            estimated: false,
+            max_power_w: kind.plausible_max_w(),
+            place: kind.default_place(socket),
+            device,
+        }
+    }
+
+    /// The same domain in another place.
+    pub fn placed(mut self, place: Place) -> Domain {
+        self.place = place;
+        self
+    }
+
+    pub fn category(&self) -> Category {
+        self.device.category()
     }
 
     /// The same domain with another plausible maximum power (watts).
@@ -161,8 +414,10 @@ impl Domain {
         self
     }
 
+    /// Whether it is one of the parts whose sum is the total when no whole-machine
+    /// domain is measured.
     pub fn in_total(&self) -> bool {
-        self.kind.in_total()
+        self.place == Place::Part
     }
 }
 
@@ -214,21 +469,51 @@ pub enum Reading {
         idle_w: f64,
         max_w: f64,
     },
+    /// Nothing new since the last reading: the hardware has not produced another value
+    /// yet (a BMC that updates once a second, a counter that steps every 100 ms). Not an
+    /// error and not a sample: the accumulator keeps its last value and no time passes
+    /// for it.
+    Unchanged,
 }
 
-/// A domain that could not be read on one tick.
+/// A domain that could not be read this time.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ReadError {
     pub message: String,
+    /// The device is gone for good (unplugged, lost by its driver): the reader stops
+    /// asking. Otherwise the next read is tried as usual.
+    pub gone: bool,
 }
 
 impl ReadError {
+    /// A failure worth retrying next time.
     pub fn new(message: impl Into<String>) -> ReadError {
         ReadError {
             message: message.into(),
+            gone: false,
         }
     }
+
+    /// The device is gone: no later read will succeed.
+    pub fn gone(message: impl Into<String>) -> ReadError {
+        ReadError {
+            message: message.into(),
+            gone: true,
+        }
+    }
+}
+
+/// How often a source is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cadence {
+    /// On every tick of the sampling loop, in the loop's own thread. For reads that
+    /// take microseconds (a `pread` of an open sysfs file, a perf counter).
+    Tick,
+    /// Every so often, on a reader thread of its own, whose timestamped samples the tick
+    /// collects without ever waiting for them. For reads that can take milliseconds or
+    /// block (hwmon drivers that talk to a controller, a BMC, NVML's process queries).
+    Every(std::time::Duration),
 }
 
 /// The contract every energy interface implements.
@@ -239,8 +524,14 @@ pub trait Source: Send {
     fn domains(&self) -> &[Domain];
 
     /// Read every domain now. `out` is cleared and then holds exactly one entry per
-    /// domain, in `domains()` order. Called on every tick: no allocation on success.
+    /// domain, in `domains()` order. A `Tick` source is read on every tick: no
+    /// allocation on success.
     fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>);
+
+    /// How often to read it (the default: every tick, in the sampling loop).
+    fn cadence(&self) -> Cadence {
+        Cadence::Tick
+    }
 
     /// Caveats found when opening, for the report (e.g. a counter whose wrap range is
     /// hidden, so wraps cannot be corrected).
@@ -327,5 +618,13 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Perf => Box::new(perf::PerfSource::open(ctx)?),
         SourceKind::Msr => Box::new(msr::MsrSource::open(ctx)?),
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
+        SourceKind::Hwmon | SourceKind::Battery => {
+            return Err(Unavailable::new(
+                kind,
+                UnavailableKind::NotPresent,
+                "WIP",
+                None,
+            ));
+        }
     })
 }

@@ -40,7 +40,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
+    Domain, DomainKind, OpenContext, Place, ReadError, Reading, Source, SourceKind, Unavailable,
     UnavailableKind, Wrap, domain_name,
 };
 
@@ -536,14 +536,16 @@ impl PowercapSource {
         let mut zone_paths = Vec::with_capacity(opened.len());
         let mut counters = Vec::with_capacity(opened.len());
         for (mapped, path, counter) in opened {
-            domains.push(Domain {
-                name: mapped.name,
-                kind: mapped.kind,
-                socket: mapped.socket,
-                source: SourceKind::Powercap,
-                estimated: false,
-                max_power_w: mapped.kind.plausible_max_w(),
-            });
+            // Core and uncore sit inside their package zone (or die zone).
+            let place = match (mapped.kind, mapped.socket, mapped.die) {
+                (DomainKind::Core | DomainKind::Uncore, Some(s), Some(d)) => {
+                    Place::Inside(format!("package-{s}-die-{d}"))
+                }
+                (k, s, _) => k.default_place(s),
+            };
+            let mut d = Domain::new(mapped.kind, mapped.socket, SourceKind::Powercap);
+            d.name = mapped.name;
+            domains.push(d.placed(place));
             zone_paths.push(path);
             counters.push(counter);
         }
