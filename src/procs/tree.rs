@@ -3,6 +3,13 @@
 //!
 //! [`ProcTree`] is the pure bookkeeping (fed with parsed `stat` records, tested on
 //! fabricated data); [`Discovery`] does the per-tick reads that feed it.
+//!
+//! A process's own time is read from its CPU-time clock (nanoseconds), not from the
+//! tick-truncated utime + stime of `stat`: a child that ran for 0.8 ms shows 0 ticks
+//! there, and two thousand of them showed nothing until their parent reaped them and
+//! their exact time appeared at once in its `cutime`. The clock still reads while the
+//! process is a zombie, so an exited child's time is counted in the read that first
+//! sees it, whenever its parent reaps it.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -11,18 +18,25 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use super::parse::{PidStat, for_each_number, parse_pid_stat};
 use super::sys::{self, StackPath};
 
-/// One process of the tree as last seen.
+/// One process of the tree as last seen. Times in nanoseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tracked {
     start: u64,
     ppid: i32,
-    /// utime + stime + cutime + cstime at the last read, clock ticks.
+    /// Own time (the CPU clock, or utime + stime) + cutime + cstime at the last read.
     last: u64,
-    /// Ticks that are not the tree's: the process's time when tracking began (attach),
+    /// Time that is not the tree's: the process's time when tracking began (attach),
     /// plus the bases of reaped children whose time moved into `cutime`.
     base: u64,
     /// Generation of the last read that saw it.
     seen: u64,
+}
+
+impl Tracked {
+    /// What it contributes to the tree's time.
+    fn counted(&self) -> u64 {
+        self.last.saturating_sub(self.base)
+    }
 }
 
 /// Where the time of a vanished process went.
@@ -37,10 +51,13 @@ pub enum Dest {
     Lost,
 }
 
-/// The bookkeeping of the `/proc` method. All times in clock ticks.
+/// The bookkeeping of the `/proc` method. All times in nanoseconds; `stat` fields,
+/// in clock ticks, are converted.
 pub struct ProcTree {
     tracked: HashMap<i32, Tracked>,
     self_pid: i32,
+    /// Nanoseconds per clock tick (`stat`'s unit).
+    tick_ns: u64,
     /// joulerun is a child subreaper: a process whose parent is joulerun belongs to the
     /// tree (an orphan of it), and its time arrives in `RUSAGE_CHILDREN` when reaped.
     accept_self_children: bool,
@@ -55,7 +72,7 @@ pub struct ProcTree {
     preexisting_before: Option<u64>,
     /// The next `apply` is the first read of an attach: everything seen is baseline.
     baseline_next: bool,
-    /// Ticks of vanished processes whose time went nowhere we can see.
+    /// Time of vanished processes that went nowhere we can see.
     lost: u64,
     /// Bases of processes that vanished into `RUSAGE_CHILDREN` (to subtract).
     rusage_base: u64,
@@ -88,6 +105,7 @@ impl ProcTree {
         ProcTree {
             tracked: HashMap::new(),
             self_pid,
+            tick_ns: 1_000_000_000 / sys::clock_ticks_per_s().max(1),
             accept_self_children,
             self_children_in_rusage,
             pending_root: None,
@@ -102,19 +120,35 @@ impl ProcTree {
         }
     }
 
+    /// cutime + cstime of `s`, ns.
+    fn cut_ns(&self, s: &PidStat) -> u64 {
+        (s.cutime + s.cstime) * self.tick_ns
+    }
+
+    /// Own time + cutime + cstime of `s`, ns. The own time is the CPU clock when it was
+    /// read and is consistent with `stat` (read after it, it is never below the
+    /// truncated utime + stime; below means the pid changed hands in between).
+    fn total_ns(&self, s: &PidStat) -> u64 {
+        let stat_own = s.own() * self.tick_ns;
+        let own = s.cpu_ns.filter(|&ns| ns >= stat_own).unwrap_or(stat_own);
+        own + self.cut_ns(s)
+    }
+
+    fn new_tracked(&self, s: &PidStat, seen: u64) -> Tracked {
+        let total = self.total_ns(s);
+        Tracked {
+            start: s.starttime,
+            ppid: s.ppid,
+            last: total,
+            base: if self.is_preexisting(s) { total } else { 0 },
+            seen,
+        }
+    }
+
     /// Make `s` part of the tree regardless of its parent (the root).
     pub fn seed(&mut self, s: &PidStat) {
-        let base = if self.is_preexisting(s) { s.total() } else { 0 };
-        self.tracked.insert(
-            s.pid,
-            Tracked {
-                start: s.starttime,
-                ppid: s.ppid,
-                last: s.total(),
-                base,
-                seen: self.generation,
-            },
-        );
+        let t = self.new_tracked(s, self.generation);
+        self.tracked.insert(s.pid, t);
     }
 
     /// The root could not be read yet: accept `pid` when it shows up as joulerun's child.
@@ -155,9 +189,10 @@ impl ProcTree {
         self.candidates.clear();
         self.vanished.clear();
         for s in obs {
+            let total = self.total_ns(s);
             match self.tracked.get_mut(&s.pid) {
                 Some(t) if t.start == s.starttime => {
-                    t.last = s.total().max(t.last);
+                    t.last = total.max(t.last);
                     t.ppid = s.ppid;
                     t.seen = cur;
                 }
@@ -190,21 +225,8 @@ impl ProcTree {
                     if is_root {
                         self.pending_root = None;
                     }
-                    let base = if self.is_preexisting(&c) {
-                        c.total()
-                    } else {
-                        0
-                    };
-                    self.tracked.insert(
-                        c.pid,
-                        Tracked {
-                            start: c.starttime,
-                            ppid: c.ppid,
-                            last: c.total(),
-                            base,
-                            seen: cur,
-                        },
-                    );
+                    let t = self.new_tracked(&c, cur);
+                    self.tracked.insert(c.pid, t);
                     self.accepted[i] = true;
                     changed = true;
                 }
@@ -240,8 +262,9 @@ impl ProcTree {
                         t.base += v.base;
                     }
                 }
+                // RUSAGE_CHILDREN holds its exact total, its reaped children included.
                 Dest::Rusage => self.rusage_base += v.base,
-                Dest::Lost => self.lost += v.last.saturating_sub(v.base),
+                Dest::Lost => self.lost += v.counted(),
             }
         }
     }
@@ -264,25 +287,27 @@ impl ProcTree {
         Dest::Lost
     }
 
-    /// The tree's ticks visible in `/proc`: live processes since tracking began plus
+    /// The tree's time visible in `/proc`, ns: live processes since tracking began plus
     /// the lost ones. Add `RUSAGE_CHILDREN` (since tracking began) and subtract
-    /// [`ProcTree::rusage_base_ticks`] for the total.
-    pub fn proc_ticks(&self) -> u64 {
-        let live: u64 = self
-            .tracked
-            .values()
-            .map(|t| t.last.saturating_sub(t.base))
-            .sum();
+    /// [`ProcTree::rusage_base_ns`] for the total.
+    pub fn proc_ns(&self) -> u64 {
+        let live: u64 = self.tracked.values().map(Tracked::counted).sum();
         live + self.lost
     }
 
-    pub fn rusage_base_ticks(&self) -> u64 {
+    pub fn rusage_base_ns(&self) -> u64 {
         self.rusage_base
+    }
+
+    /// [`ProcTree::proc_ns`] in clock ticks.
+    #[cfg(test)]
+    pub fn proc_ticks(&self) -> u64 {
+        self.proc_ns() / self.tick_ns
     }
 
     #[cfg(test)]
     pub fn lost_ticks(&self) -> u64 {
-        self.lost
+        self.lost / self.tick_ns
     }
 }
 
@@ -366,9 +391,9 @@ impl Discovery {
         matches!(self.mode, Mode::Walk { .. })
     }
 
-    /// Read the `stat` of `pid`; `None` when it is gone or unreadable.
+    /// Read the `stat` of `pid` and its CPU clock; `None` when it is gone or unreadable.
     pub fn read_stat(&self, pid: i32) -> Option<PidStat> {
-        read_stat_at(self.proc_fd.as_raw_fd(), pid, None)
+        read_process_at(self.proc_fd.as_raw_fd(), pid)
     }
 
     /// One read of the tree: refresh every tracked process, find new members, and
@@ -407,7 +432,7 @@ impl Discovery {
                     if pid == self.self_pid || !seen.insert(pid) {
                         continue;
                     }
-                    let Some(s) = read_stat_at(dir, pid, None) else {
+                    let Some(s) = read_process_at(dir, pid) else {
                         continue;
                     };
                     self.obs.push(s);
@@ -457,7 +482,7 @@ impl Discovery {
                         *r = reads;
                         continue;
                     }
-                    if let Some(s) = read_stat_at(dir, pid, None) {
+                    if let Some(s) = read_process_at(dir, pid) {
                         self.obs.push(s);
                     }
                 }
@@ -519,6 +544,14 @@ pub fn list_tids(dir: i32, pid: i32, dent_buf: &mut Vec<u8>, tids: &mut Vec<i32>
     });
 }
 
+/// [`read_stat_at`] of a process, with its CPU clock read right after (so that the
+/// clock is never below the truncated utime + stime of the same process).
+pub fn read_process_at(dir: i32, pid: i32) -> Option<PidStat> {
+    let mut s = read_stat_at(dir, pid, None)?;
+    s.cpu_ns = sys::process_cpu_ns(pid);
+    Some(s)
+}
+
 /// Read and parse `/proc/<pid>/stat`, or `/proc/<pid>/task/<tid>/stat` with `tid`.
 pub fn read_stat_at(dir: i32, pid: i32, tid: Option<i32>) -> Option<PidStat> {
     let mut p = StackPath::new();
@@ -553,6 +586,37 @@ mod tests {
     fn with_cutime(mut s: PidStat, c: u64) -> PidStat {
         s.cutime = c;
         s
+    }
+
+    /// Nanoseconds per clock tick.
+    fn tick_ns() -> u64 {
+        1_000_000_000 / sys::clock_ticks_per_s()
+    }
+
+    /// A process whose CPU clock was read: `own_ns` exact, utime its truncation.
+    fn clocked(pid: i32, ppid: i32, start: u64, own_ns: u64) -> PidStat {
+        PidStat {
+            cpu_ns: Some(own_ns),
+            ..st(pid, ppid, start, own_ns / tick_ns())
+        }
+    }
+
+    #[test]
+    fn the_cpu_clock_is_used_when_consistent_with_stat() {
+        let tk = tick_ns();
+        let mut t = ProcTree::spawned(ME, false);
+        // Clock 15 ms, stat 1 tick: the clock.
+        t.seed(&clocked(10, ME, 1, 15_000_000));
+        assert_eq!(t.proc_ns(), 15_000_000);
+        // A clock below the truncated stat time belongs to another process (the pid
+        // changed hands between the two reads): stat's 3 ticks.
+        let mut s = st(10, ME, 1, 3);
+        s.cpu_ns = Some(tk);
+        t.apply(&[s], |_| {});
+        assert_eq!(t.proc_ns(), 3 * tk);
+        // No clock: stat. Never decreasing.
+        t.apply(&[st(10, ME, 1, 2)], |_| {});
+        assert_eq!(t.proc_ns(), 3 * tk);
     }
 
     #[test]
