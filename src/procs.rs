@@ -11,17 +11,20 @@
 //!   back to joulerun's cgroup and the directory is removed.
 //! * **proc**: every tick the tree is followed from the root through
 //!   `/proc/<pid>/task/<tid>/children` when the kernel has them (CONFIG_PROC_CHILDREN),
-//!   else through the `ppid` of new entries of `/proc`. The tree's time is the sum of:
+//!   parents before children, else through the `ppid` of new entries of `/proc`. The
+//!   tree's time is the sum of:
 //!   1. over tracked processes, live or zombie: own time (the process CPU clock, exact
 //!      and still readable for a zombie; `stat`'s tick-truncated utime + stime without
-//!      it) + cutime + cstime;
+//!      it) + cutime + cstime, plus the time of children that vanished into them and
+//!      has not shown up in their cutime + cstime yet (see `tree.rs`);
 //!   2. joulerun's `RUSAGE_CHILDREN` since tracking began (the root, and every orphan
 //!      when joulerun is a child subreaper, are reaped by joulerun);
 //!   3. the last-seen time of vanished processes whose time went nowhere we can see.
 //!
-//!   A process reaped by a live tracked parent moves into that parent's cutime/cstime
-//!   and is not counted twice. (pid, starttime) identifies a process, so a reused pid
-//!   is a new process. The result never decreases.
+//!   An exited child is counted when a read first sees it, not when its parent reaps
+//!   it; once reaped it moves into that parent's cutime/cstime and is not counted
+//!   twice. (pid, starttime) identifies a process, so a reused pid is a new process.
+//!   The result never decreases.
 //!
 //! # Per socket
 //!

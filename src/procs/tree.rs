@@ -4,12 +4,23 @@
 //! [`ProcTree`] is the pure bookkeeping (fed with parsed `stat` records, tested on
 //! fabricated data); [`Discovery`] does the per-tick reads that feed it.
 //!
+//! # Exited children
+//!
 //! A process's own time is read from its CPU-time clock (nanoseconds), not from the
 //! tick-truncated utime + stime of `stat`: a child that ran for 0.8 ms shows 0 ticks
 //! there, and two thousand of them showed nothing until their parent reaped them and
 //! their exact time appeared at once in its `cutime`. The clock still reads while the
 //! process is a zombie, so an exited child's time is counted in the read that first
 //! sees it, whenever its parent reaps it.
+//!
+//! When a tracked process vanishes into its (tracked, live) parent, its last-seen time
+//! is *pending* on the parent until the parent's `cutime`/`cstime` grows to take it
+//! in: the parent may have been read just before it reaped the child, and dropping the
+//! child then would lose its time for a read and bring it back later in one lump.
+//! Cutime growth pays pending time first; growth beyond it is the time of children
+//! that lived and were reaped between two reads, counted when it appears. Parents are
+//! read before their children (see [`Discovery::tick`]), so a child counted in a read
+//! cannot also be in the `cutime` read for its parent in that same read.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -25,6 +36,13 @@ struct Tracked {
     ppid: i32,
     /// Own time (the CPU clock, or utime + stime) + cutime + cstime at the last read.
     last: u64,
+    /// cutime + cstime at the last read.
+    cut: u64,
+    /// How much cutime + cstime grew in the last read that saw it.
+    cut_grew: u64,
+    /// Last-seen time of children that vanished into this process and has not shown
+    /// up in its cutime + cstime yet.
+    pending: u64,
     /// Time that is not the tree's: the process's time when tracking began (attach),
     /// plus the bases of reaped children whose time moved into `cutime`.
     base: u64,
@@ -35,7 +53,7 @@ struct Tracked {
 impl Tracked {
     /// What it contributes to the tree's time.
     fn counted(&self) -> u64 {
-        self.last.saturating_sub(self.base)
+        (self.last + self.pending).saturating_sub(self.base)
     }
 }
 
@@ -140,6 +158,9 @@ impl ProcTree {
             start: s.starttime,
             ppid: s.ppid,
             last: total,
+            cut: self.cut_ns(s),
+            cut_grew: 0,
+            pending: 0,
             base: if self.is_preexisting(s) { total } else { 0 },
             seen,
         }
@@ -174,25 +195,36 @@ impl ProcTree {
         self.tracked.keys().copied()
     }
 
+    /// The tracked processes whose parent is not tracked (the root, orphans, processes
+    /// reparented out of the tree): where a walk down the tree starts.
+    pub fn top_pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.tracked
+            .iter()
+            .filter(|(_, t)| !self.tracked.contains_key(&t.ppid))
+            .map(|(p, _)| *p)
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tracked.len()
     }
 
     /// Feed one read: `obs` holds the `stat` of every tracked process still present,
-    /// and of any other process that might have joined. Processes tracked but absent
-    /// have vanished. Calls `rejected(pid)` for each observed process that is not in
-    /// the tree.
+    /// and of any other process that might have joined, each parent before its
+    /// children. Processes tracked but absent have vanished. Calls `rejected(pid)` for
+    /// each observed process that is not in the tree.
     pub fn apply(&mut self, obs: &[PidStat], mut rejected: impl FnMut(i32)) {
         self.generation += 1;
         let cur = self.generation;
         self.candidates.clear();
         self.vanished.clear();
         for s in obs {
-            let total = self.total_ns(s);
+            let (total, cut) = (self.total_ns(s), self.cut_ns(s));
             match self.tracked.get_mut(&s.pid) {
                 Some(t) if t.start == s.starttime => {
                     t.last = total.max(t.last);
+                    t.cut_grew = cut.saturating_sub(t.cut);
+                    t.cut = cut.max(t.cut);
                     t.ppid = s.ppid;
                     t.seen = cur;
                 }
@@ -259,6 +291,9 @@ impl ProcTree {
             match self.dest_of(v.ppid) {
                 Dest::Parent(p) => {
                     if let Some(t) = self.tracked.get_mut(&p) {
+                        // Its time stays counted, on the parent, until the parent's
+                        // cutime takes it in.
+                        t.pending += v.last + v.pending;
                         t.base += v.base;
                     }
                 }
@@ -266,6 +301,14 @@ impl ProcTree {
                 Dest::Rusage => self.rusage_base += v.base,
                 Dest::Lost => self.lost += v.counted(),
             }
+        }
+        // Cutime growth pays what is pending first (this read's vanished children, or
+        // earlier ones reaped after their parent was read); the rest is the time of
+        // children that lived and were reaped between two reads.
+        for t in self.tracked.values_mut() {
+            let paid = t.pending.min(t.cut_grew);
+            t.pending -= paid;
+            t.cut_grew = 0;
         }
     }
 
@@ -287,9 +330,9 @@ impl ProcTree {
         Dest::Lost
     }
 
-    /// The tree's time visible in `/proc`, ns: live processes since tracking began plus
-    /// the lost ones. Add `RUSAGE_CHILDREN` (since tracking began) and subtract
-    /// [`ProcTree::rusage_base_ns`] for the total.
+    /// The tree's time visible in `/proc`, ns: live processes (and their pending
+    /// children) since tracking began plus the lost ones. Add `RUSAGE_CHILDREN` (since
+    /// tracking began) and subtract [`ProcTree::rusage_base_ns`] for the total.
     pub fn proc_ns(&self) -> u64 {
         let live: u64 = self.tracked.values().map(Tracked::counted).sum();
         live + self.lost
@@ -398,6 +441,13 @@ impl Discovery {
 
     /// One read of the tree: refresh every tracked process, find new members, and
     /// settle the vanished ones.
+    ///
+    /// Walk mode reads parents before their children: it starts from the tracked
+    /// processes whose parent is not tracked and goes down through `children` files,
+    /// then reads the tracked processes the walk did not reach. A parent's `cutime`
+    /// is then read before it could take in a child read later in the same pass (see
+    /// the module's notes). Scan mode reads `/proc` in pid order, which is parent
+    /// first unless pids wrapped around.
     pub fn tick(&mut self, tree: &mut ProcTree) {
         self.reads += 1;
         self.obs.clear();
@@ -406,7 +456,7 @@ impl Discovery {
             Mode::Walk { seen, queue } => {
                 seen.clear();
                 queue.clear();
-                queue.extend(tree.tracked_pids());
+                queue.extend(tree.top_pids());
                 if let Some(root) = tree.pending_root {
                     queue.push(root);
                 }
@@ -426,7 +476,17 @@ impl Discovery {
                     }
                 }
                 let mut i = 0;
-                while i < queue.len() {
+                let mut rest_queued = false;
+                loop {
+                    if i == queue.len() {
+                        if rest_queued {
+                            break;
+                        }
+                        // Tracked processes the walk did not reach (moved, or gone).
+                        rest_queued = true;
+                        queue.extend(tree.tracked_pids());
+                        continue;
+                    }
                     let pid = queue[i];
                     i += 1;
                     if pid == self.self_pid || !seen.insert(pid) {
@@ -599,6 +659,72 @@ mod tests {
             cpu_ns: Some(own_ns),
             ..st(pid, ppid, start, own_ns / tick_ns())
         }
+    }
+
+    fn zombie(s: PidStat) -> PidStat {
+        PidStat { state: b'Z', ..s }
+    }
+
+    #[test]
+    fn zombie_counted_once_then_moved_to_parent_then_vanished() {
+        let tk = tick_ns();
+        let ms = 1_000_000;
+        let mut t = ProcTree::spawned(ME, true);
+        t.seed(&clocked(10, ME, 1, 0));
+        // Three children of 10 that used 4 ms each (0 clock ticks in stat) are
+        // zombies, not reaped: counted exactly in the read that sees them.
+        let kids = |n| (0..n).map(|i| zombie(clocked(20 + i, 10, 2, 4 * ms)));
+        let mut obs = vec![clocked(10, ME, 1, 2 * ms)];
+        obs.extend(kids(3));
+        t.apply(&obs, |_| {});
+        assert_eq!(t.proc_ns(), 2 * ms + 12 * ms);
+        // Seen again: counted once, not again.
+        t.apply(&obs, |_| {});
+        assert_eq!(t.proc_ns(), 14 * ms);
+        // 10 was read just before it reaped 20 and 21: they are gone, its cutime has
+        // not grown yet. Their time stays counted, pending on 10 (no dip).
+        t.apply(&[obs[0], obs[3]], |_| {});
+        assert_eq!(t.proc_ns(), 14 * ms);
+        // 10 reaps 22 too; its cutime now holds all three, 12 ms: 1 tick in stat. The
+        // pending time is paid by the growth, without counting it twice.
+        let mut p = clocked(10, ME, 1, 3 * ms);
+        p.cutime = 12 * ms / tk;
+        t.apply(&[p], |_| {});
+        assert_eq!(t.proc_ns(), 3 * ms + 12 * ms);
+        // A child that used 8 ms lived and was reaped between two reads (never seen):
+        // 10's cutime, 20 ms exactly, reads 2 ticks. The growth first pays the 2 ms the
+        // truncation had left pending, the rest is the new child's.
+        p.cutime = 20 * ms / tk;
+        t.apply(&[p], |_| {});
+        assert_eq!(t.proc_ns(), 3 * ms + 12 * ms + 8 * ms);
+        // 10 exits and is reaped by joulerun: all of it is in RUSAGE_CHILDREN now.
+        t.apply(&[], |_| {});
+        assert_eq!(t.proc_ns(), 0);
+        assert_eq!(t.rusage_base_ns(), 0);
+        assert_eq!(t.lost_ticks(), 0);
+    }
+
+    #[test]
+    fn zombie_reaped_before_its_parent_is_read_is_counted_once() {
+        let ms = 1_000_000;
+        // 10's parent is outside the tree (as with -p).
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&clocked(10, 1, 1, 0));
+        t.apply(
+            &[clocked(10, 1, 1, 0), zombie(clocked(20, 10, 2, 25 * ms))],
+            |_| {},
+        );
+        assert_eq!(t.proc_ns(), 25 * ms);
+        // Reaped before this read: gone, and already in 10's cutime (2 ticks of 25 ms).
+        let mut p = clocked(10, 1, 1, 0);
+        p.cutime = 25 * ms / tick_ns();
+        t.apply(&[p], |_| {});
+        // The 5 ms the tick truncation hides stay pending: exact, and never above.
+        assert_eq!(t.proc_ns(), 25 * ms);
+        // The parent vanishes where nothing sees it: its time, pending part included,
+        // is kept.
+        t.apply(&[], |_| {});
+        assert_eq!(t.proc_ns(), 25 * ms);
     }
 
     #[test]
