@@ -48,6 +48,8 @@ struct Tracked {
     base: u64,
     /// Generation of the last read that saw it.
     seen: u64,
+    /// Seen exited (a zombie): its time is final.
+    zombie: bool,
 }
 
 impl Tracked {
@@ -163,6 +165,7 @@ impl ProcTree {
             pending: 0,
             base: if self.is_preexisting(s) { total } else { 0 },
             seen,
+            zombie: is_exited(s),
         }
     }
 
@@ -204,6 +207,26 @@ impl ProcTree {
             .map(|(p, _)| *p)
     }
 
+    /// A tracked zombie child of `ppid` as last read, for a read that found `pid`
+    /// still listed among `ppid`'s children: its time is final and its pid cannot have
+    /// been reused while it is listed, so its `stat` need not be read again.
+    pub fn known_zombie(&self, pid: i32, ppid: i32) -> Option<PidStat> {
+        let t = self
+            .tracked
+            .get(&pid)
+            .filter(|t| t.zombie && t.ppid == ppid)?;
+        Some(PidStat {
+            pid,
+            ppid,
+            state: b'Z',
+            cutime: t.cut / self.tick_ns,
+            num_threads: 1,
+            starttime: t.start,
+            cpu_ns: Some(t.last - t.cut),
+            ..PidStat::default()
+        })
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tracked.len()
@@ -227,6 +250,7 @@ impl ProcTree {
                     t.cut = cut.max(t.cut);
                     t.ppid = s.ppid;
                     t.seen = cur;
+                    t.zombie = is_exited(s);
                 }
                 Some(t) => {
                     // PID reuse: the process we knew is gone; this is another one.
@@ -352,6 +376,12 @@ impl ProcTree {
     pub fn lost_ticks(&self) -> u64 {
         self.lost / self.tick_ns
     }
+}
+
+/// An exited process whose threads are all gone: it can no longer use CPU time or
+/// have children.
+fn is_exited(s: &PidStat) -> bool {
+    s.state == b'Z' && s.num_threads <= 1
 }
 
 /// How new members of the tree are found each tick.
@@ -496,6 +526,12 @@ impl Discovery {
                         continue;
                     };
                     self.obs.push(s);
+                    // An exited process has no children (they were reparented when it
+                    // exited), unless other threads of it still run.
+                    if is_exited(&s) {
+                        continue;
+                    }
+                    let listed = queue.len();
                     // Every thread has its own `children` file. The main thread's is
                     // read every time; the others' every `ALL_THREADS_EVERY` reads (a
                     // child forked by another thread is found a little later; its time
@@ -512,6 +548,16 @@ impl Discovery {
                             &mut self.tid_buf,
                             queue,
                         );
+                    }
+                    // Zombies already read and still listed: their last read stands
+                    // (each one's stat is still read once every RECHECK_EVERY reads).
+                    for &c in &queue[listed..] {
+                        if c as u64 % RECHECK_EVERY != self.reads % RECHECK_EVERY
+                            && let Some(z) = tree.known_zombie(c, pid)
+                            && seen.insert(c)
+                        {
+                            self.obs.push(z);
+                        }
                     }
                 }
                 tree.apply(&self.obs, |_| {});
@@ -678,8 +724,13 @@ mod tests {
         obs.extend(kids(3));
         t.apply(&obs, |_| {});
         assert_eq!(t.proc_ns(), 2 * ms + 12 * ms);
-        // Seen again: counted once, not again.
+        // Seen again (read, or still listed by their parent): counted once, not again.
         t.apply(&obs, |_| {});
+        let z = t.known_zombie(20, 10).unwrap();
+        assert_eq!(z.cpu_ns, Some(4 * ms));
+        assert_eq!(t.known_zombie(20, 11), None);
+        assert_eq!(t.known_zombie(10, ME), None, "10 is alive");
+        t.apply(&[obs[0], z, obs[2], obs[3]], |_| {});
         assert_eq!(t.proc_ns(), 14 * ms);
         // 10 was read just before it reaped 20 and 21: they are gone, its cutime has
         // not grown yet. Their time stays counted, pending on 10 (no dip).
