@@ -622,6 +622,11 @@ fn summarise(i: SummaryInput<'_>) -> Summary {
         );
     }
     let kwh = total_j / J_PER_KWH;
+    warnings.extend(
+        i.attribution
+            .as_ref()
+            .and_then(|a| crate::attribution::clamped_warning(&a.summary, a.method)),
+    );
     Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
         joulerun_version: env!("CARGO_PKG_VERSION").to_string(),
