@@ -387,8 +387,13 @@ fn is_exited(s: &PidStat) -> bool {
 /// How new members of the tree are found each tick.
 enum Mode {
     /// `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN): walk down from the
-    /// tracked processes; cost proportional to the tree.
-    Walk { seen: HashSet<i32>, queue: Vec<i32> },
+    /// tracked processes; cost proportional to the tree. `forking`: the processes that
+    /// had new children in this read.
+    Walk {
+        seen: HashSet<i32>,
+        queue: Vec<i32>,
+        forking: Vec<i32>,
+    },
     /// List `/proc` and read the `stat` of processes not known yet (and of all of them
     /// over `RECHECK_EVERY` reads, a slice of the known outsiders per read, to notice a
     /// pid that died and was reused by the tree between two reads).
@@ -399,6 +404,10 @@ enum Mode {
 }
 
 const RECHECK_EVERY: u64 = 50;
+
+/// Walk mode: at most this many extra rounds per read for children forked while the
+/// read ran.
+const CATCH_UP_ROUNDS: u32 = 3;
 
 /// Walk mode: how often the `children` of every thread (not only the main thread's)
 /// of multi-threaded processes are read.
@@ -439,6 +448,7 @@ impl Discovery {
             Mode::Walk {
                 seen: HashSet::new(),
                 queue: Vec::new(),
+                forking: Vec::new(),
             }
         } else {
             Mode::Scan {
@@ -476,16 +486,25 @@ impl Discovery {
     /// processes whose parent is not tracked and goes down through `children` files,
     /// then reads the tracked processes the walk did not reach. A parent's `cutime`
     /// is then read before it could take in a child read later in the same pass (see
-    /// the module's notes). Scan mode reads `/proc` in pid order, which is parent
+    /// the module's notes). Last, the processes that had new children are listed again,
+    /// for up to `CATCH_UP_ROUNDS` rounds while that finds more: children forked while
+    /// the read ran (a read of hundreds of new processes can take tens of ms) are then
+    /// counted in this tick, whose busy time (read after the tree) holds their CPU
+    /// time, not in the next. Scan mode reads `/proc` in pid order, which is parent
     /// first unless pids wrapped around.
     pub fn tick(&mut self, tree: &mut ProcTree) {
         self.reads += 1;
         self.obs.clear();
         let dir = self.proc_fd.as_raw_fd();
         match &mut self.mode {
-            Mode::Walk { seen, queue } => {
+            Mode::Walk {
+                seen,
+                queue,
+                forking,
+            } => {
                 seen.clear();
                 queue.clear();
+                forking.clear();
                 queue.extend(tree.top_pids());
                 if let Some(root) = tree.pending_root {
                     queue.push(root);
@@ -506,15 +525,27 @@ impl Discovery {
                     }
                 }
                 let mut i = 0;
-                let mut rest_queued = false;
+                // 0: walking down; 1: the tracked processes not reached; 2..: catching up.
+                let mut phase = 0;
+                let mut round_start = 0;
                 loop {
                     if i == queue.len() {
-                        if rest_queued {
+                        if phase == 0 {
+                            // Tracked processes the walk did not reach (moved, or gone).
+                            phase = 1;
+                            queue.extend(tree.tracked_pids());
+                            continue;
+                        }
+                        let found_more = phase == 1 || self.obs.len() > round_start;
+                        if forking.is_empty() || !found_more || phase > CATCH_UP_ROUNDS {
                             break;
                         }
-                        // Tracked processes the walk did not reach (moved, or gone).
-                        rest_queued = true;
-                        queue.extend(tree.tracked_pids());
+                        // Children forked while this read ran.
+                        phase += 1;
+                        round_start = self.obs.len();
+                        for &p in forking.iter() {
+                            main_thread_children(dir, p, &mut self.text_buf, queue);
+                        }
                         continue;
                     }
                     let pid = queue[i];
@@ -551,6 +582,7 @@ impl Discovery {
                     }
                     // Zombies already read and still listed: their last read stands
                     // (each one's stat is still read once every RECHECK_EVERY reads).
+                    let mut new_child = false;
                     for &c in &queue[listed..] {
                         if c as u64 % RECHECK_EVERY != self.reads % RECHECK_EVERY
                             && let Some(z) = tree.known_zombie(c, pid)
@@ -558,6 +590,10 @@ impl Discovery {
                         {
                             self.obs.push(z);
                         }
+                        new_child |= !tree.is_tracked(c);
+                    }
+                    if new_child {
+                        forking.push(pid);
                     }
                 }
                 tree.apply(&self.obs, |_| {});
