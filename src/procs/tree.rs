@@ -333,6 +333,13 @@ impl ProcTree {
             let paid = t.pending.min(t.cut_grew);
             t.pending -= paid;
             t.cut_grew = 0;
+            // An exited process reaps no more, and its cutime is final: what is still
+            // pending on it was not reaped by it but reparented when it exited. To
+            // joulerun, a subreaper, which reaped it into RUSAGE_CHILDREN; else to init,
+            // out of sight, and kept like other lost time.
+            if t.zombie && self.accept_self_children {
+                t.pending = 0;
+            }
         }
     }
 
@@ -812,6 +819,32 @@ mod tests {
         // is kept.
         t.apply(&[], |_| {});
         assert_eq!(t.proc_ns(), 25 * ms);
+    }
+
+    #[test]
+    fn orphan_of_an_exited_parent_reaped_by_joulerun_is_not_pending() {
+        // 20's parent 10 exits; 20 is reparented to joulerun (a subreaper), exits and is
+        // reaped by it, all between two reads: its time is in RUSAGE_CHILDREN, not in
+        // the zombie 10's cutime, which can no longer grow.
+        let mut t = ProcTree::spawned(ME, true);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 1), st(20, 10, 2, 5)], |_| {});
+        assert_eq!(t.proc_ticks(), 6);
+        t.apply(&[zombie(st(10, ME, 1, 1))], |_| {});
+        assert_eq!(t.proc_ticks(), 1);
+        // 10 had reaped 20 itself before exiting: its cutime holds it.
+        let mut t = ProcTree::spawned(ME, true);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 1), st(20, 10, 2, 5)], |_| {});
+        t.apply(&[with_cutime(zombie(st(10, ME, 1, 1)), 6)], |_| {});
+        assert_eq!(t.proc_ticks(), 7);
+        // Not a subreaper: the orphan went to init, out of sight; its last-seen time is
+        // kept.
+        let mut t = ProcTree::spawned(ME, false);
+        t.seed(&st(10, ME, 1, 0));
+        t.apply(&[st(10, ME, 1, 1), st(20, 10, 2, 5)], |_| {});
+        t.apply(&[zombie(st(10, ME, 1, 1))], |_| {});
+        assert_eq!(t.proc_ticks(), 6);
     }
 
     #[test]
