@@ -52,6 +52,7 @@
 
 use serde::Serialize;
 
+use crate::procs::TrackMethod;
 use crate::sources::{Category, Device, Domain, DomainKind, Place};
 use crate::usage::{UsageDelta, UsageHistory, UsagePoint};
 
@@ -748,6 +749,43 @@ impl Attributor {
     }
 }
 
+/// The command's CPU time cut by clamping is reported once it is more than this
+/// fraction of the command's CPU time...
+pub const CLAMPED_WARN_FRACTION: f64 = 0.05;
+/// ...and more than this many seconds (two clock ticks of `/proc/stat`: less is its
+/// resolution, not a fault).
+pub const CLAMPED_WARN_MIN_S: f64 = 0.02;
+
+/// A warning when a material part of the command's CPU time came in ticks where it
+/// exceeded the busy CPU time (`clamped_cpu_s`): that part was given no energy, so the
+/// command's share is too low by up to that much. It says how much and what to do,
+/// which depends on how the tree was followed (`method`).
+pub fn clamped_warning(s: &AttributionSummary, method: Option<TrackMethod>) -> Option<String> {
+    let clamped: f64 = s.per_socket.iter().map(|p| p.clamped_cpu_s).sum();
+    let tree = s.tree_cpu_s;
+    if !(clamped > CLAMPED_WARN_MIN_S && tree > 0.0 && clamped > CLAMPED_WARN_FRACTION * tree) {
+        return None;
+    }
+    let why = match method {
+        Some(TrackMethod::Proc) => {
+            "the /proc method found that time only in a later tick (children it could not \
+             read before they were reaped, or a slow read of many processes); track with a \
+             cgroup (`--track cgroup`, which needs a writable cgroup v2, e.g. as root) to \
+             count it when it is used"
+        }
+        _ => {
+            "/proc/stat counts the machine's busy time in whole clock ticks, which short \
+             ticks round down; a longer interval (-i) makes this smaller"
+        }
+    };
+    Some(format!(
+        "{clamped:.2} s of the command's {tree:.2} s CPU time ({:.0}%) came in ticks where \
+         it exceeded the machine's busy CPU time and was given no energy, so the command's \
+         share is too low by up to that part: {why}",
+        100.0 * clamped / tree
+    ))
+}
+
 /// The line a report prints when no baseline was used.
 pub const NO_BASELINE_NOTE: &str = "no baseline was calibrated: all energy is counted as dynamic \
      and the command's share includes idle power; run `joulerun --basepower` on an idle machine \
@@ -1051,6 +1089,34 @@ mod tests {
         assert_eq!(s.share, 1.0);
         assert_eq!(s.per_socket[0].clamped_ticks, 2);
         assert_close!(s.per_socket[0].clamped_cpu_s, 1.05);
+    }
+
+    #[test]
+    fn material_clamping_is_reported_with_its_size() {
+        let domains = [dom(DomainKind::Package, Some(0))];
+        let mut a = Attributor::new(&domains, &[0], &[2], &[None]);
+        // 2 CPU-s of tree; the last tick brings 0.5 s more than the busy time.
+        a.tick(&tick(1.0, &[Some(10.0)], &[1.0], &[1.0], 0.0));
+        a.tick(&tick(1.0, &[Some(10.0)], &[1.0], &[0.5], 0.0));
+        let s = a.summary();
+        let w = clamped_warning(&s, Some(TrackMethod::Proc)).unwrap();
+        assert!(
+            w.contains("0.50 s of the command's 2.00 s CPU time (25%)"),
+            "{w}"
+        );
+        assert!(w.contains("--track cgroup"), "{w}");
+        let w = clamped_warning(&s, Some(TrackMethod::Cgroup)).unwrap();
+        assert!(w.contains("(25%)") && w.contains("-i"), "{w}");
+        assert!(!w.contains("--track cgroup"), "{w}");
+        // 5% or less of the tree's time, or two clock ticks or less: nothing to say.
+        let mut a = Attributor::new(&domains, &[0], &[2], &[None]);
+        a.tick(&tick(1.0, &[Some(10.0)], &[2.0], &[1.92], 0.0));
+        assert_eq!(clamped_warning(&a.summary(), Some(TrackMethod::Proc)), None);
+        let mut a = Attributor::new(&domains, &[0], &[2], &[None]);
+        a.tick(&tick(1.0, &[Some(10.0)], &[0.1], &[0.085], 0.0));
+        assert_eq!(clamped_warning(&a.summary(), Some(TrackMethod::Proc)), None);
+        let empty = Attributor::new(&domains, &[0], &[2], &[None]);
+        assert_eq!(clamped_warning(&empty.summary(), None), None);
     }
 
     #[test]

@@ -11,15 +11,20 @@
 //!   back to joulerun's cgroup and the directory is removed.
 //! * **proc**: every tick the tree is followed from the root through
 //!   `/proc/<pid>/task/<tid>/children` when the kernel has them (CONFIG_PROC_CHILDREN),
-//!   else through the `ppid` of new entries of `/proc`. The tree's time is the sum of:
-//!   1. over live tracked processes, utime + stime + cutime + cstime;
+//!   parents before children, else through the `ppid` of new entries of `/proc`. The
+//!   tree's time is the sum of:
+//!   1. over tracked processes, live or zombie: own time (the process CPU clock, exact
+//!      and still readable for a zombie; `stat`'s tick-truncated utime + stime without
+//!      it) + cutime + cstime, plus the time of children that vanished into them and
+//!      has not shown up in their cutime + cstime yet (see `tree.rs`);
 //!   2. joulerun's `RUSAGE_CHILDREN` since tracking began (the root, and every orphan
 //!      when joulerun is a child subreaper, are reaped by joulerun);
 //!   3. the last-seen time of vanished processes whose time went nowhere we can see.
 //!
-//!   A process reaped by a live tracked parent moves into that parent's cutime/cstime
-//!   and is not counted twice. (pid, starttime) identifies a process, so a reused pid
-//!   is a new process. The result never decreases.
+//!   An exited child is counted when a read first sees it, not when its parent reaps
+//!   it; once reaped it moves into that parent's cutime/cstime and is not counted
+//!   twice. (pid, starttime) identifies a process, so a reused pid is a new process.
+//!   The result never decreases.
 //!
 //! # Per socket
 //!
@@ -224,7 +229,6 @@ pub struct TreeTracker {
     inner: Inner,
     split: Option<split::SocketSplit>,
     npkg: usize,
-    hz: f64,
     root: i32,
     root_start: Option<u64>,
     total_s: f64,
@@ -262,7 +266,6 @@ impl TreeTracker {
             inner,
             split,
             npkg,
-            hz: sys::clock_ticks_per_s() as f64,
             root,
             root_start,
             total_s: 0.0,
@@ -361,8 +364,8 @@ impl TreeTracker {
                 if let Some(d) = disc {
                     d.tick(tree);
                 }
-                let ticks = tree.proc_ticks() as f64 - tree.rusage_base_ticks() as f64;
-                Some(ticks / self.hz + ru as f64 / 1e6)
+                let ns = tree.proc_ns() as f64 - tree.rusage_base_ns() as f64;
+                Some(ns / 1e9 + ru as f64 / 1e6)
             }
         };
         let total = now.map_or(self.total_s, |n| n.max(self.total_s));

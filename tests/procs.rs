@@ -295,6 +295,67 @@ fn proc_counts_hundreds_of_short_lived_children() {
     tr.finish();
 }
 
+/// The states of the processes listed in `pid`'s main-thread `children` file.
+fn children_states(pid: i32) -> Vec<char> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| {
+            let s = std::fs::read_to_string(format!("/proc/{c}/stat")).ok()?;
+            s.rsplit_once(')')?.1.trim_start().chars().next()
+        })
+        .collect()
+}
+
+#[test]
+fn proc_counts_exited_children_before_their_parent_reaps_them() {
+    let _g = serial();
+    if !joulerun::procs::children_files_available() {
+        eprintln!("skipped: this kernel has no /proc/<pid>/task/<tid>/children");
+        return;
+    }
+    let setup = TreeSetup::prepare(TrackRequest::Proc).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("go");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // 1000 children of well under a clock tick each (0 ticks in their stat), left as
+    // zombies until the shell waits, after the test lets it go on.
+    let n = 1000;
+    let pid = spawn(
+        &setup,
+        &format!(
+            "for i in $(seq {n}); do /bin/true & done; read x < {}; wait",
+            fifo.display()
+        ),
+    );
+    let mut tr = setup.into_tracker(pid, false, &topo());
+    let during = sample_until(&mut tr, Duration::from_millis(10), || {
+        let s = children_states(pid);
+        s.len() == n && s.iter().all(|&c| c == 'Z')
+    });
+    let zombies = children_states(pid).len();
+    std::fs::write(&fifo, "\n").unwrap();
+    let want = wait4_cpu(pid);
+    let after = sample(&mut tr);
+    eprintln!(
+        "proc, {zombies} zombie children: tracker {:.4} s before they were reaped, {:.4} s \
+         after; wait4 {want:.4} s",
+        during.total_s, after.total_s
+    );
+    assert_eq!(zombies, n, "all children were zombies when sampled");
+    // The shell's own time plus its zombies' exact CPU clocks, before it reaped any:
+    // the time does not wait for the reaping to show up.
+    assert!(
+        close(during.total_s, want, 2),
+        "before reaping {} vs {want}",
+        during.total_s
+    );
+    assert!(close(after.total_s, want, 2), "after {after:?} vs {want}");
+    tr.finish();
+}
+
 #[test]
 fn proc_counts_an_orphan_until_it_is_gone() {
     let _g = serial();

@@ -6,7 +6,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use joulerun::procs::{
@@ -17,12 +16,25 @@ use joulerun::topology::Topology;
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Allocations made by this thread: what a read costs is what the reading thread
+    /// allocates (the test harness's own threads may allocate meanwhile, under load).
+    static MINE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count() {
+    // A const-initialised thread-local without destructor: safe inside the allocator.
+    let _ = MINE.try_with(|c| c.set(c.get() + 1));
+}
+
+fn mine() -> u64 {
+    MINE.with(|c| c.get())
+}
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.alloc(l) }
     }
@@ -31,7 +43,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(p, l, n) }
     }
@@ -47,13 +59,13 @@ fn measure(n: u32, mut f: impl FnMut()) -> (f64, f64) {
     for _ in 0..5 {
         f();
     }
-    let a0 = ALLOCS.load(Ordering::Relaxed);
+    let a0 = mine();
     let t = Instant::now();
     for _ in 0..n {
         f();
     }
     let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
-    let a = (ALLOCS.load(Ordering::Relaxed) - a0) as f64 / n as f64;
+    let a = (mine() - a0) as f64 / n as f64;
     (a, us)
 }
 

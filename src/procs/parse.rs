@@ -21,6 +21,12 @@ pub struct PidStat {
     pub starttime: u64,
     /// Field 39: the CPU the task last ran on.
     pub processor: Option<u32>,
+    /// Not from `stat`: the process's own CPU time (all its threads, living and
+    /// exited) in nanoseconds from its CPU-time clock, read right after `stat` by the
+    /// `/proc` tree's reader; `None` when not read (the parser never sets it).
+    /// utime + stime above are each truncated to clock ticks, so a process that used
+    /// less than a tick shows 0 there; the clock does not.
+    pub cpu_ns: Option<u64>,
 }
 
 impl PidStat {

@@ -240,6 +240,26 @@ pub fn clock_ticks_per_s() -> u64 {
     if hz > 0 { hz as u64 } else { 100 }
 }
 
+/// The CPU time of process `pid` (user + system, all its threads, living and exited)
+/// in nanoseconds, from its process CPU-time clock: exact where `/proc/<pid>/stat`
+/// truncates to clock ticks, and still readable while the process is a zombie (until
+/// its parent reaps it). No permission is needed. `None` when there is no such process.
+pub fn process_cpu_ns(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    // The kernel's MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED): what glibc's
+    // clock_getcpuclockid returns, without its extra clock_getres call.
+    let clock = ((!(pid as libc::clockid_t)) << 3) | 2;
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return None;
+    }
+    Some(ts.tv_sec.max(0) as u64 * 1_000_000_000 + ts.tv_nsec.max(0) as u64)
+}
+
 /// `getrusage(who)` user + system time in microseconds.
 pub fn rusage_us(who: libc::c_int) -> u64 {
     // SAFETY: an all-zero rusage is a valid value; getrusage only writes into it.
@@ -276,6 +296,42 @@ mod tests {
         assert_eq!(parse_pid(b""), None);
         assert_eq!(parse_pid(b"0"), None);
         assert_eq!(parse_pid(b"99999999999"), None);
+    }
+
+    #[test]
+    fn process_cpu_clock_of_a_zombie() {
+        let me = process_cpu_ns(std::process::id() as i32).unwrap();
+        assert!(me > 0);
+        assert_eq!(process_cpu_ns(0), None);
+        // A child that burns a little, then stays a zombie until reaped: its clock
+        // still reads its final time, the same as wait4's rusage.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let zombie = loop {
+            let s = std::fs::read(format!("/proc/{pid}/stat")).unwrap();
+            if crate::procs::parse_pid_stat(&s).unwrap().state == b'Z' {
+                break process_cpu_ns(pid).unwrap();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is valid; wait4 writes into `status` and `ru`.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: valid pointers to locals; `pid` is our child.
+        assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut ru) }, pid);
+        let _ = child.try_wait();
+        let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        let waited_ns = (us(ru.ru_utime) + us(ru.ru_stime)) * 1000;
+        assert!(zombie > 0);
+        assert!(
+            zombie.abs_diff(waited_ns) <= 1000,
+            "{zombie} vs {waited_ns}"
+        );
+        // Reaped: gone.
+        assert_eq!(process_cpu_ns(pid), None);
     }
 
     #[test]

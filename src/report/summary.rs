@@ -191,6 +191,11 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
                 .to_string(),
         );
     }
+    warnings.extend(
+        i.attribution
+            .as_ref()
+            .and_then(|a| crate::attribution::clamped_warning(&a.summary, a.method)),
+    );
     let rest = i
         .attribution
         .as_ref()
