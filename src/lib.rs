@@ -9,7 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod counter;
 pub mod error;
-pub mod fakehw;
 pub mod fsx;
 pub mod list;
 pub mod output;

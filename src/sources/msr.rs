@@ -33,7 +33,7 @@
 //! a regular file holding 8-byte values at those byte offsets would overlap them. Under a
 //! non-default root only, a fake tree may therefore declare in `dev/cpu/fake-msr-stride`
 //! ([`FAKE_STRIDE_FILE`]) that register R lives at byte `R * stride`
-//! (`crate::fakehw::FakeMsr` writes 8). The default root never looks at it.
+//! (`joulerun_testkit::fakehw::FakeMsr` writes 8). The default root never looks at it.
 //!
 //! The vendor comes from `/proc/cpuinfo`. Under a non-default root (tests, fake trees),
 //! `<root>/proc/cpuinfo` is used when it exists, else the real `/proc/cpuinfo`; this is the
