@@ -10,6 +10,7 @@ pub mod config;
 pub mod counter;
 pub mod error;
 pub mod fsx;
+pub mod kfs;
 pub mod list;
 pub mod output;
 pub mod plan;
