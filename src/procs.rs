@@ -513,7 +513,7 @@ impl MachineCpu {
             hz: sys::clock_ticks_per_s() as f64,
             acc: CpuAccum::new(topology),
         };
-        sys::read_fd_vec(m.file.as_raw_fd(), &mut m.buf, true)
+        crate::kfs::read_to_vec(&m.file, &mut m.buf, true)
             .map_err(|e| format!("read /proc/stat: {e}"))?;
         m.acc.ingest(&m.buf);
         if m.acc.cpus.iter().sum::<usize>() == 0 {
@@ -524,7 +524,7 @@ impl MachineCpu {
 
     /// Read `/proc/stat` now. On a read error the previous totals are kept.
     pub fn sample(&mut self, out: &mut MachineCpuSample) {
-        if sys::read_fd_vec(self.file.as_raw_fd(), &mut self.buf, true).is_ok() {
+        if crate::kfs::read_to_vec(&self.file, &mut self.buf, true).is_ok() {
             self.acc.ingest(&self.buf);
         }
         fill_sample(&self.acc, self.hz, out);

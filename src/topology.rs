@@ -3,6 +3,7 @@
 
 use std::fs;
 
+use crate::kfs;
 use crate::sysroot::SysRoot;
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -23,15 +24,14 @@ impl Topology {
             for e in entries.flatten() {
                 let name = e.file_name();
                 let Some(n) = name
-                    .to_str()
-                    .and_then(|s| s.strip_prefix("cpu"))
-                    .and_then(|s| s.parse::<usize>().ok())
+                    .as_encoded_bytes()
+                    .strip_prefix(b"cpu")
+                    .and_then(kfs::parse_u64)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .filter(|&n| n <= kfs::MAX_CPU)
                 else {
                     continue;
                 };
-                if n >= 65536 {
-                    continue;
-                }
                 if cpu_package.len() <= n {
                     cpu_package.resize(n + 1, None);
                 }
@@ -39,7 +39,7 @@ impl Topology {
                 let id =
                     crate::fsx::read_attr_string(&e.path().join("topology/physical_package_id"))
                         .ok()
-                        .and_then(|s| s.trim().parse::<i64>().ok());
+                        .and_then(|s| kfs::parse_decimal_i64(s.as_bytes()));
                 cpu_package[n] = match id {
                     // -1 is what some hypervisors report: treat as package 0.
                     Some(id) if id >= 0 && id <= u32::MAX as i64 => {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use joulerun::fakehw::{
+use joulerun_testkit::fakehw::{
     CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
 };
 

@@ -7,11 +7,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use joulerun::fakehw::{
+use joulerun::sources::msr::{MSR_PKG_ENERGY_STATUS, MSR_RAPL_POWER_UNIT};
+use joulerun_testkit::fakehw::{
     CounterDriver, DrivenCounter, FakeMsr, FakePowercap, INTEL_RANGE_UJ, write_cpuinfo,
     write_topology,
 };
-use joulerun::sources::msr::{MSR_PKG_ENERGY_STATUS, MSR_RAPL_POWER_UNIT};
 
 mod common;
 use common::json;

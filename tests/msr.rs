@@ -1,16 +1,18 @@
-//! The MSR reader against fake `/dev/cpu/N/msr` files built with `joulerun::fakehw`.
+//! The MSR reader against fake `/dev/cpu/N/msr` files built with `joulerun_testkit::fakehw`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use joulerun::counter::Accumulator;
-use joulerun::fakehw::{CounterDriver, DrivenCounter, FakeMsr, write_cpuinfo, write_topology};
 use joulerun::sources::DomainKind::{self, *};
 use joulerun::sources::msr::*;
 use joulerun::sources::{
     OpenContext, ReadError, Reading, Source, SourceKind, UnavailableKind, Wrap,
 };
 use joulerun::sysroot::SysRoot;
+use joulerun_testkit::fakehw::{
+    CounterDriver, DrivenCounter, FakeMsr, write_cpuinfo, write_topology,
+};
 
 fn ctx(root: &Path) -> OpenContext {
     OpenContext::for_root(SysRoot::new(root))

@@ -13,11 +13,11 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-use joulerun::fakehw::{FakeMsr, FakePowercap, write_cpuinfo};
 use joulerun::sources::msr::{MSR_RAPL_POWER_UNIT, MsrSource};
 use joulerun::sources::powercap::PowercapSource;
 use joulerun::sources::{OpenContext, UnavailableKind};
 use joulerun::sysroot::SysRoot;
+use joulerun_testkit::fakehw::{FakeMsr, FakePowercap, write_cpuinfo};
 
 const CHILD_ENV: &str = "JOULERUN_TEST_UNPRIVILEGED_ROOT";
 const CHILD_OK: &str = "unprivileged-child-checks-passed";

@@ -1,17 +1,17 @@
-//! The powercap reader against fake sysfs trees built with `joulerun::fakehw`.
+//! The powercap reader against fake sysfs trees built with `joulerun_testkit::fakehw`.
 
 use std::path::Path;
 use std::time::Duration;
 
 use joulerun::counter::Accumulator;
-use joulerun::fakehw::{
-    AMD_RANGE_UJ, CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
-};
 use joulerun::sources::powercap::PowercapSource;
 use joulerun::sources::{
     DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, UnavailableKind, Wrap,
 };
 use joulerun::sysroot::SysRoot;
+use joulerun_testkit::fakehw::{
+    AMD_RANGE_UJ, CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
+};
 
 fn ctx(root: &Path) -> OpenContext {
     OpenContext::for_root(SysRoot::new(root))
@@ -78,7 +78,7 @@ fn intel_server_two_sockets_with_dram() {
         out[1],
         Ok(Reading::Counter {
             value: 2_000_000,
-            wrap: Wrap::At(joulerun::fakehw::HSW_DRAM_RANGE_UJ),
+            wrap: Wrap::At(joulerun_testkit::fakehw::HSW_DRAM_RANGE_UJ),
             joules_per_unit: 1e-6,
         })
     );

@@ -250,8 +250,10 @@ fn fifo_instead(p: &Path) {
 
 #[test]
 fn fifos_planted_in_the_hardware_tree_are_refused_without_blocking() {
-    use joulerun::fakehw::{FakeMsr, FakePowercap, INTEL_RANGE_UJ, write_cpuinfo, write_topology};
     use joulerun::sources::msr::{MSR_PKG_ENERGY_STATUS, MSR_RAPL_POWER_UNIT};
+    use joulerun_testkit::fakehw::{
+        FakeMsr, FakePowercap, INTEL_RANGE_UJ, write_cpuinfo, write_topology,
+    };
     for file in [
         "energy_uj",
         "max_energy_range_uj",
@@ -622,9 +624,9 @@ fn a_file_size_limit_cuts_the_csv_back_to_its_last_whole_row() {
 fn a_kill_mid_run_never_leaves_a_torn_row() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("hw");
-    let f = joulerun::fakehw::FakePowercap::intel_server_2s(&root).unwrap();
+    let f = joulerun_testkit::fakehw::FakePowercap::intel_server_2s(&root).unwrap();
     let _ = f;
-    joulerun::fakehw::write_topology(&root, &[0, 0, 1, 1]).unwrap();
+    joulerun_testkit::fakehw::write_topology(&root, &[0, 0, 1, 1]).unwrap();
     for i in 0..3 {
         let csv = t.path().join(format!("t{i}.csv"));
         let mut c = common::joulerun(&root, &t.path().join("state"));

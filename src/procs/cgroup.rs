@@ -4,7 +4,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -311,7 +311,7 @@ impl Cgroup {
     /// Cumulative `usage_usec` of the cgroup (no allocation).
     pub fn read_usage_usec(&self) -> Option<u64> {
         let mut buf = [0u8; 512];
-        let n = sys::pread_all(self.usage_fd.as_raw_fd(), &mut buf).ok()?;
+        let n = crate::kfs::pread_head(&self.usage_fd, &mut buf).ok()?;
         parse::parse_cpu_stat_usage(&buf[..n])
     }
 

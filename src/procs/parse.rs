@@ -1,5 +1,7 @@
 //! Pure parsers for the text of procfs and cgroupfs files (tested on literal strings).
 
+use crate::kfs::parse_u64;
+
 /// The fields of `/proc/<pid>/stat` (or `/proc/<pid>/task/<tid>/stat`) that joulerun uses.
 /// Times are in clock ticks (`sysconf(_SC_CLK_TCK)`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,20 +43,6 @@ impl PidStat {
     }
 }
 
-fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in s {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
-    }
-    Some(v)
-}
-
 /// Signed decimal clamped to `0..`; `None` when not a number.
 fn parse_i64_clamped(s: &[u8]) -> Option<u64> {
     match s.first() {
@@ -71,7 +59,7 @@ pub fn parse_pid_stat(text: &[u8]) -> Option<PidStat> {
     if close < open {
         return None;
     }
-    let pid = parse_u64(trim(&text[..open]))?;
+    let pid = parse_u64(text[..open].trim_ascii())?;
     let pid = i32::try_from(pid).ok()?;
     let mut st = PidStat {
         pid,
@@ -105,18 +93,6 @@ pub fn parse_pid_stat(text: &[u8]) -> Option<PidStat> {
         return None;
     }
     Some(st)
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(s.len());
-    let end = s
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &s[start..end.max(start)]
 }
 
 /// Calls `f(cpu, busy_ticks, idle_ticks)` for every `cpuN` line of `/proc/stat` text.
@@ -162,7 +138,7 @@ pub fn for_each_cpu_line(text: &[u8], mut f: impl FnMut(usize, u64, u64)) {
 pub fn parse_cpu_stat_usage(text: &[u8]) -> Option<u64> {
     for line in text.split(|&b| b == b'\n') {
         if let Some(v) = line.strip_prefix(b"usage_usec ") {
-            return parse_u64(trim(v));
+            return parse_u64(v.trim_ascii());
         }
     }
     None

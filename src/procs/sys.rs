@@ -1,10 +1,12 @@
 //! Small allocation-free helpers over raw file descriptors for the per-tick reads:
-//! relative paths built on the stack, `openat` + `read` into caller buffers, and
-//! `getdents64` directory listing into a reused buffer.
+//! relative paths built on the stack, `openat` + a [`crate::kfs`] read into caller
+//! buffers, and `getdents64` directory listing into a reused buffer.
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use crate::kfs;
 
 /// A NUL-terminated relative path built on the stack (no allocation).
 pub struct StackPath {
@@ -73,96 +75,18 @@ pub fn open_at(dir: RawFd, rel: &CStr, flags: libc::c_int) -> io::Result<OwnedFd
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Call `step(tail, filled)` until `buf` is full or it returns 0 (end of file), retrying
-/// on EINTR. `step` performs one read into the unfilled tail and returns its result.
-fn fill(buf: &mut [u8], mut step: impl FnMut(&mut [u8], usize) -> isize) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        let r = step(&mut buf[n..], n);
-        if r < 0 {
-            let e = last_err();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            break;
-        }
-        n += r as usize;
-    }
-    Ok(n)
-}
-
-/// `pread` from offset 0 until `buf` is full or end of file. Returns bytes read.
-pub fn pread_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    fill(buf, |tail, off| {
-        // SAFETY: the pointer and length describe `tail`, the unfilled part of `buf`.
-        unsafe { libc::pread(fd, tail.as_mut_ptr().cast(), tail.len(), off as libc::off_t) }
-    })
-}
-
-/// Read a whole (small, procfs or cgroupfs) file at `rel` under `dir` into `buf`.
-/// Returns the bytes read; a file longer than `buf` is cut.
+/// Read a whole (small, procfs or cgroupfs) file at `rel` under `dir` into `buf`
+/// ([`kfs::read_head`]). Returns the bytes read; a file longer than `buf` is cut.
 pub fn read_at(dir: RawFd, rel: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     let fd = open_at(dir, rel, libc::O_RDONLY)?;
-    read_fd_all(fd.as_raw_fd(), buf)
+    kfs::read_head(&fd, buf)
 }
 
-/// Sequential read until `buf` is full or end of file (procfs files that do not
-/// support `pread` offsets consistently, such as `children`).
-pub fn read_fd_all(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    fill(buf, |tail, _| {
-        // SAFETY: the pointer and length describe `tail`, the unfilled part of `buf`.
-        unsafe { libc::read(fd, tail.as_mut_ptr().cast(), tail.len()) }
-    })
-}
-
-/// Read a whole file at `rel` under `dir` into the growable `buf` (cleared first;
-/// grows only when a file is larger than every one before it).
+/// Read a whole file at `rel` under `dir` into the growable `buf` ([`kfs::read_to_vec`]:
+/// cleared first; grows only when a file is larger than every one before it).
 pub fn read_at_vec(dir: RawFd, rel: &CStr, buf: &mut Vec<u8>) -> io::Result<()> {
     let fd = open_at(dir, rel, libc::O_RDONLY)?;
-    read_fd_vec(fd.as_raw_fd(), buf, false)
-}
-
-/// Read all of `fd` into `buf` (cleared first). `positional`: use `pread` from 0
-/// (a kept-open file re-read every tick), else sequential `read`.
-pub fn read_fd_vec(fd: RawFd, buf: &mut Vec<u8>, positional: bool) -> io::Result<()> {
-    buf.clear();
-    if buf.capacity() < 4096 {
-        buf.reserve(4096);
-    }
-    loop {
-        let len = buf.len();
-        let cap = buf.capacity();
-        if len == cap {
-            buf.reserve(cap);
-        }
-        let cap = buf.capacity();
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: `spare` is the uninitialised tail of `buf`, `cap - len` bytes; the
-        // kernel writes at most that many, and only the written bytes become part of
-        // the vector below.
-        let r = unsafe {
-            if positional {
-                libc::pread(fd, spare.as_mut_ptr().cast(), cap - len, len as libc::off_t)
-            } else {
-                libc::read(fd, spare.as_mut_ptr().cast(), cap - len)
-            }
-        };
-        if r < 0 {
-            let e = last_err();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Ok(());
-        }
-        // SAFETY: the kernel initialised `r` more bytes after `len`.
-        unsafe { buf.set_len(len + r as usize) };
-    }
+    kfs::read_to_vec(&fd, buf, false)
 }
 
 /// Calls `f` with the name of every entry of the directory open as `fd` (rewound to
@@ -220,17 +144,9 @@ pub fn for_each_dirent(fd: RawFd, buf: &mut Vec<u8>, mut f: impl FnMut(&[u8])) -
 
 /// Parse an all-digit name (a pid or tid directory); `None` for anything else.
 pub fn parse_pid(name: &[u8]) -> Option<i32> {
-    if name.is_empty() || name.len() > 10 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &b in name {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v * 10 + (b - b'0') as i64;
-    }
-    i32::try_from(v).ok().filter(|&p| p > 0)
+    kfs::parse_u64(name)
+        .and_then(|v| i32::try_from(v).ok())
+        .filter(|&p| p > 0)
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`), 100 when unknown.
@@ -275,6 +191,7 @@ pub fn rusage_us(who: libc::c_int) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn stack_path() {

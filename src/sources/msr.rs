@@ -33,7 +33,7 @@
 //! a regular file holding 8-byte values at those byte offsets would overlap them. Under a
 //! non-default root only, a fake tree may therefore declare in `dev/cpu/fake-msr-stride`
 //! ([`FAKE_STRIDE_FILE`]) that register R lives at byte `R * stride`
-//! (`crate::fakehw::FakeMsr` writes 8). The default root never looks at it.
+//! (`joulerun_testkit::fakehw::FakeMsr` writes 8). The default root never looks at it.
 //!
 //! The vendor comes from `/proc/cpuinfo`. Under a non-default root (tests, fake trees),
 //! `<root>/proc/cpuinfo` is used when it exists, else the real `/proc/cpuinfo`; this is the
@@ -42,7 +42,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
@@ -179,7 +178,7 @@ pub fn register_stride(root: &crate::sysroot::SysRoot) -> u64 {
     }
     crate::fsx::read_regular(&root.path(FAKE_STRIDE_FILE), crate::fsx::ATTR_LIMIT)
         .ok()
-        .and_then(|b| super::powercap::parse_decimal_u64(&b))
+        .and_then(|b| crate::kfs::parse_decimal_u64(&b))
         .filter(|&s| (1..=4096).contains(&s))
         .unwrap_or(1)
 }
@@ -191,18 +190,12 @@ fn read_reg(file: &File, reg: u64, stride: u64) -> io::Result<u64> {
     let offset = reg
         .checked_mul(stride)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "register offset overflow"))?;
-    loop {
-        match file.read_at(&mut buf, offset) {
-            Ok(8) => return Ok(u64::from_le_bytes(buf)),
-            Ok(n) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("short read of register {reg:#x}: {n} of 8 bytes"),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+    match crate::kfs::pread_at(file, &mut buf, offset)? {
+        8 => Ok(u64::from_le_bytes(buf)),
+        n => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("short read of register {reg:#x}: {n} of 8 bytes"),
+        )),
     }
 }
 

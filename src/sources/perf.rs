@@ -44,6 +44,7 @@ use super::{
     Domain, DomainKind, OpenContext, ReadError, Reading, Source, SourceKind, Unavailable,
     UnavailableKind, Wrap,
 };
+use crate::kfs;
 use crate::sysroot::SysRoot;
 use crate::topology::Topology;
 
@@ -57,9 +58,6 @@ pub const PARANOID_PATH: &str = "/proc/sys/kernel/perf_event_paranoid";
 /// Largest `.scale` accepted, joules per count. RAPL's is 2^-32 J (the kernel converts
 /// every unit to it); a joule or more per count is not an energy counter.
 pub const MAX_SCALE: f64 = 1.0;
-
-/// Highest CPU number accepted in a cpumask (guards against absurd ranges).
-const MAX_CPU: usize = 65535;
 
 const PERMISSION_FIX: &str = "sudo sysctl kernel.perf_event_paranoid=0, or grant the capability: \
      sudo setcap cap_perfmon=ep $(command -v joulerun) (CAP_SYS_ADMIN on kernels before 5.8), \
@@ -126,52 +124,6 @@ fn bad_content(path: &Path, content: &str, what: &str) -> Unavailable {
     ))
 }
 
-/// Parse a kernel CPU list (`0`, `0,36`, `0-3,8-11`, with or without a trailing newline)
-/// into ascending, de-duplicated CPU numbers. An empty list is an error.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty CPU list".to_string());
-    }
-    let num = |x: &str| -> Result<usize, String> {
-        let x = x.trim();
-        if x.is_empty() || !x.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("'{x}' is not a CPU number"));
-        }
-        match x.parse::<usize>() {
-            Ok(n) if n <= MAX_CPU => Ok(n),
-            _ => Err(format!("CPU number '{x}' is out of range")),
-        }
-    };
-    let mut cpus = Vec::new();
-    for part in t.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b) = (num(a)?, num(b)?);
-                if a > b {
-                    return Err(format!("range '{}' is reversed", part.trim()));
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(num(part)?),
-        }
-    }
-    cpus.sort_unstable();
-    cpus.dedup();
-    Ok(cpus)
-}
-
-/// Parse `0x02`, `0X2` or `2`.
-fn parse_number(s: &str) -> Option<u64> {
-    let s = s.trim();
-    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(h) if !h.is_empty() => u64::from_str_radix(h, 16).ok(),
-        Some(_) => None,
-        None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-        None => None,
-    }
-}
-
 /// Parse a PMU `format/<term>` file such as `config:0-7` or `config:12` into the bit
 /// range `(lo, hi)` of `attr.config` it occupies. Other attr fields (`config1`...) and
 /// split ranges are not supported: `None`.
@@ -207,7 +159,8 @@ fn parse_event_config(
         let (name, value) = match term.split_once('=') {
             Some((n, v)) => (
                 n.trim(),
-                parse_number(v).ok_or_else(|| bad("terms like event=0x02"))?,
+                kfs::parse_hex_or_decimal_u64(v.as_bytes())
+                    .ok_or_else(|| bad("terms like event=0x02"))?,
             ),
             // A bare term is a flag set to 1.
             None => (term, 1),
@@ -276,14 +229,13 @@ fn parse_pmu(
     }
     let type_path = dir.join("type");
     let text = read_file(&type_path)?;
-    let type_: u32 = text
-        .trim()
-        .parse()
-        .map_err(|_| bad_content(&type_path, &text, "a PMU type number"))?;
+    let type_ = kfs::parse_decimal_u64(text.as_bytes())
+        .and_then(|t| u32::try_from(t).ok())
+        .ok_or_else(|| bad_content(&type_path, &text, "a PMU type number"))?;
 
     let mask_path = dir.join("cpumask");
     let text = read_file(&mask_path)?;
-    let cpus = parse_cpu_list(&text)
+    let cpus = kfs::parse_cpu_list(&text)
         .map_err(|e| bad_content(&mask_path, &text, &format!("a CPU list ({e})")))?;
 
     let events_dir = dir.join("events");
@@ -1204,46 +1156,6 @@ mod tests {
         assert_eq!(s[0].0, "package-0");
         assert_eq!(s[0].4, vec![0, 24]);
         assert_eq!(s[1].4, vec![48, 72]);
-    }
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0"), Ok(vec![0]));
-        assert_eq!(parse_cpu_list("0\n"), Ok(vec![0]));
-        assert_eq!(parse_cpu_list("0,36\n"), Ok(vec![0, 36]));
-        assert_eq!(
-            parse_cpu_list("0-3,8-11\n"),
-            Ok(vec![0, 1, 2, 3, 8, 9, 10, 11])
-        );
-        assert_eq!(parse_cpu_list("0-1"), Ok(vec![0, 1]));
-        assert_eq!(parse_cpu_list("5,1,1"), Ok(vec![1, 5]));
-        for bad in [
-            "",
-            "\n",
-            "banana",
-            "0,",
-            "0-",
-            "-3",
-            "3-1",
-            "0,,1",
-            "1 2",
-            "0x1",
-            "+1",
-            "0-99999999999",
-        ] {
-            assert!(parse_cpu_list(bad).is_err(), "{bad:?} accepted");
-        }
-    }
-
-    #[test]
-    fn numbers() {
-        assert_eq!(parse_number("0x02"), Some(2));
-        assert_eq!(parse_number("0XfF"), Some(255));
-        assert_eq!(parse_number(" 17 "), Some(17));
-        assert_eq!(parse_number("0x"), None);
-        assert_eq!(parse_number("-1"), None);
-        assert_eq!(parse_number("0x0x1"), None);
-        assert_eq!(parse_number(""), None);
     }
 
     #[test]

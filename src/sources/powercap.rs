@@ -25,8 +25,8 @@
 //!   runs either way, so disabled zones are reported like the others.
 //!
 //! Reading: `energy_uj` is decimal µJ, wrapping at `max_energy_range_uj`. Each `energy_uj`
-//! is kept open and re-read with `pread` at offset 0 into a stack buffer on every tick (the
-//! kernel re-reads the MSR on each read). A hidden or unreadable `max_energy_range_uj`
+//! is kept open and re-read with `pread` at offset 0 into a stack buffer on every tick
+//! ([`crate::kfs::pread_value`]; the kernel re-reads the MSR on each read). A hidden or unreadable `max_energy_range_uj`
 //! gives [`Wrap::Unknown`] and a warning (see [`PowercapSource::warnings`]), and so does an
 //! `energy_uj` above `max_energy_range_uj` at open: that range cannot be right.
 //!
@@ -36,13 +36,13 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{
     Domain, DomainKind, OpenContext, Place, ReadError, Reading, Source, SourceKind, Unavailable,
     UnavailableKind, Wrap, domain_name,
 };
+use crate::kfs;
 
 /// Where powercap zones are listed, as an absolute system path (joined under the root).
 pub const POWERCAP_CLASS_DIR: &str = "/sys/class/powercap";
@@ -51,7 +51,7 @@ pub const POWERCAP_CLASS_DIR: &str = "/sys/class/powercap";
 /// fill in domains this one lacks.
 pub const PRIMARY_CONTROL_TYPE: &str = "intel-rapl";
 
-/// Largest `energy_uj` content accepted: 20 digits of u64 plus whitespace.
+/// The buffer `energy_uj` is read into: 20 digits of u64 plus whitespace fit.
 const READ_BUF: usize = 32;
 
 /// The fix printed when `energy_uj` is readable by root only.
@@ -99,23 +99,6 @@ pub fn classify_open_error(path: &Path, err: &io::Error) -> Unavailable {
     }
 }
 
-/// Parse a sysfs decimal counter: optional surrounding ASCII whitespace, then digits
-/// (leading zeros allowed). `None` for anything else or an overflow. Never allocates.
-pub fn parse_decimal_u64(bytes: &[u8]) -> Option<u64> {
-    let t = bytes.trim_ascii();
-    if t.is_empty() {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in t {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(v)
-}
-
 /// A zone directory name split into control type and (hex) index path:
 /// `intel-rapl:0:a` is `("intel-rapl", [0, 10])`. `None` for names that are not RAPL zones
 /// (the bare `intel-rapl` control type, `dtpm`, ...).
@@ -127,10 +110,7 @@ pub fn parse_zone_dir_name(name: &str) -> Option<(&str, Vec<u32>)> {
     }
     let mut index = Vec::new();
     for p in parts {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        index.push(u32::from_str_radix(p, 16).ok()?);
+        index.push(u32::try_from(kfs::parse_hex_u64(p.as_bytes())?).ok()?);
     }
     if index.is_empty() {
         return None;
@@ -141,13 +121,7 @@ pub fn parse_zone_dir_name(name: &str) -> Option<(&str, Vec<u32>)> {
 /// `package-N` → `(N, None)`, `package-N-die-M` → `(N, Some(M))`.
 pub fn parse_package_name(name: &str) -> Option<(u32, Option<u32>)> {
     let rest = name.strip_prefix("package-")?;
-    let num = |s: &str| -> Option<u32> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            None
-        } else {
-            s.parse().ok()
-        }
-    };
+    let num = |s: &str| -> Option<u32> { u32::try_from(kfs::parse_u64(s.as_bytes())?).ok() };
     match rest.split_once("-die-") {
         Some((p, d)) => Some((num(p)?, Some(num(d)?))),
         None => Some((num(rest)?, None)),
@@ -279,38 +253,10 @@ fn find_zones(class_dir: &Path) -> io::Result<Vec<FoundZone>> {
     Ok(zones)
 }
 
-/// Read an open counter file from offset 0 into `buf` (until a newline or the end);
-/// returns the bytes read. Fails if the content does not fit (a counter is at most 20
-/// digits).
-fn pread_all(file: &File, buf: &mut [u8; READ_BUF]) -> io::Result<usize> {
-    let mut len = 0;
-    loop {
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => return Ok(len),
-            Ok(n) => {
-                len += n;
-                // sysfs hands over a whole attribute in one read; its newline ends it,
-                // which saves a second syscall per tick.
-                if buf[len - 1] == b'\n' {
-                    return Ok(len);
-                }
-                if len == buf.len() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("more than {} bytes, not a counter", READ_BUF - 1),
-                    ));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Read and parse one `energy_uj`. Allocates only on failure.
 fn read_energy(file: &File, path: &Path) -> Result<u64, ReadError> {
     let mut buf = [0u8; READ_BUF];
-    let n = pread_all(file, &mut buf)
+    let n = kfs::pread_value(file, &mut buf)
         .map_err(|e| ReadError::new(format!("read {}: {}", path.display(), e)))?;
     if n == 0 {
         // sysfs never returns an empty counter; the file went away under us (a removed
@@ -327,7 +273,7 @@ fn read_energy(file: &File, path: &Path) -> Result<u64, ReadError> {
             ),
         }));
     }
-    parse_decimal_u64(&buf[..n]).ok_or_else(|| {
+    kfs::parse_decimal_u64(&buf[..n]).ok_or_else(|| {
         ReadError::new(format!(
             "read {}: expected a decimal number of microjoules, got {:?}",
             path.display(),
@@ -355,7 +301,7 @@ fn open_zone(
     let file = crate::fsx::open_regular(&energy_path)
         .and_then(|f| {
             let mut buf = [0u8; READ_BUF];
-            pread_all(&f, &mut buf).map(|_| f)
+            kfs::pread_value(&f, &mut buf).map(|_| f)
         })
         .map_err(|e| classify_open_error(&energy_path, &e))?;
     let first = read_energy(&file, &energy_path).map_err(|e| {
@@ -375,7 +321,7 @@ fn open_zone(
         )
     };
     let wrap = match crate::fsx::read_regular(&range_path, crate::fsx::ATTR_LIMIT) {
-        Ok(bytes) => match parse_decimal_u64(&bytes) {
+        Ok(bytes) => match kfs::parse_decimal_u64(&bytes) {
             Some(r) if r > 0 => Wrap::At(r),
             _ => {
                 warnings.push(unknown(format!(
@@ -610,21 +556,6 @@ impl Source for PowercapSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_decimal() {
-        assert_eq!(parse_decimal_u64(b"12345\n"), Some(12345));
-        assert_eq!(parse_decimal_u64(b"00000000000000000042\n"), Some(42));
-        assert_eq!(parse_decimal_u64(b" 7 "), Some(7));
-        assert_eq!(parse_decimal_u64(b"18446744073709551615"), Some(u64::MAX));
-        assert_eq!(parse_decimal_u64(b"18446744073709551616"), None);
-        assert_eq!(parse_decimal_u64(b""), None);
-        assert_eq!(parse_decimal_u64(b"\n"), None);
-        assert_eq!(parse_decimal_u64(b"-1"), None);
-        assert_eq!(parse_decimal_u64(b"12 34"), None);
-        assert_eq!(parse_decimal_u64(b"0x10"), None);
-        assert_eq!(parse_decimal_u64(b"\xff\xfe"), None);
-    }
 
     #[test]
     fn parses_zone_dir_names() {

@@ -2,8 +2,8 @@
 //! and `/dev/cpu/N/msr` files under a root directory, plus [`CounterDriver`], a thread
 //! that advances counters at a known power.
 //!
-//! Public (not `cfg(test)`) so integration tests and the runner's tests can use it. It
-//! never touches anything outside the root it is given.
+//! Part of the `joulerun-testkit` crate, a dev-dependency of joulerun: it is never in the
+//! shipped library or binary. It never touches anything outside the root it is given.
 //!
 //! The fake behaves like sysfs where readers can tell: every update is written **in
 //! place** (`pwrite` at offset 0 of the same inode, never a rename), so a reader that keeps
@@ -20,7 +20,7 @@
 //!
 //! Permission failures: [`FakePowercap::deny`] does `chmod 000`, which root ignores. Tests
 //! running as root should either classify a real errno with
-//! [`crate::sources::powercap::classify_open_error`], or run the opening code in a child
+//! `joulerun::sources::powercap::classify_open_error`, or run the opening code in a child
 //! process with a non-root uid (see `tests/powercap.rs`), or skip with a message.
 
 use std::fs::{self, File, OpenOptions};
@@ -540,8 +540,8 @@ impl Drop for CounterDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counter::Accumulator;
-    use crate::sources::{Reading, Wrap};
+    use joulerun::counter::Accumulator;
+    use joulerun::sources::{Reading, Wrap};
 
     fn read_uj(p: &Path) -> u64 {
         fs::read_to_string(p).unwrap().trim().parse().unwrap()
