@@ -30,7 +30,8 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
         ctx,
         mut sampler,
         mut warnings,
-    } = prepare_sampler(&plan.common, plan.source, &plan.only)?;
+        ..
+    } = prepare_sampler(&plan.common, plan.source, &plan.categories, &plan.only)?;
     let interface = sampler.domains()[0].source;
     if interface == SourceKind::Estimate {
         warnings.push(

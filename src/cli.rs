@@ -68,7 +68,31 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
 
-    /// Only these domain kinds, comma separated: package,core,uncore,dram,psys.
+    /// GPUs: `auto` uses the first GPU interface that works (hwmon: amdgpu, i915, xe,
+    /// nouveau), `none` measures no GPU.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub gpu: Option<GpuArg>,
+
+    /// Measure no GPU (the same as `--gpu none`).
+    #[arg(long, conflicts_with = "gpu")]
+    pub no_gpu: bool,
+
+    /// The whole machine at the wall: `auto` uses the first chassis interface that
+    /// works (hwmon: ACPI power meter, power supplies), `none` measures none.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub chassis: Option<ChassisArg>,
+
+    /// A laptop battery while it discharges: `auto` or `none`.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub battery: Option<OnOffArg>,
+
+    /// Other power sensors (hwmon chips that are neither a GPU nor a power supply),
+    /// shown but never added: `auto` or `none`.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub meters: Option<OnOffArg>,
+
+    /// Only these domain kinds, comma separated: package,core,uncore,dram,psys,gpu,
+    /// chassis,battery,meter.
     #[arg(short = 'e', long, value_name = "LIST", value_delimiter = ',')]
     pub domains: Vec<String>,
 
@@ -149,4 +173,24 @@ pub enum TrackArg {
     Auto,
     Cgroup,
     Proc,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GpuArg {
+    Auto,
+    Hwmon,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ChassisArg {
+    Auto,
+    Hwmon,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOffArg {
+    Auto,
+    None,
 }

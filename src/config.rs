@@ -155,7 +155,7 @@ pub fn parse_domains(list: &[String]) -> Result<Vec<DomainKind>> {
             }
             _ => {
                 return Err(Error::usage(format!(
-                    "unknown domain '{item}' in -e/--domains: use package, core, uncore, dram or psys (comma separated)"
+                    "unknown domain '{item}' in -e/--domains: use package, core, uncore, dram, psys, gpu, chassis, battery or meter (comma separated)"
                 )));
             }
         }

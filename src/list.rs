@@ -8,12 +8,13 @@ use serde::Serialize;
 use crate::cli::{ListArgs, SourceArg};
 use crate::error::{Error, Result};
 use crate::run::{open_context, open_cpu_source};
-use crate::sources::{self, Domain, SourceKind, Unavailable};
+use crate::sources::{self, Category, Domain, SourceKind, Unavailable};
 
 pub const LIST_SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Serialize)]
 pub struct Interface {
+    pub category: Category,
     pub source: SourceKind,
     pub available: bool,
     pub domains: Vec<Domain>,
@@ -29,26 +30,60 @@ pub struct Listing {
     pub would_use_is_estimate: bool,
     /// Working interfaces that disagree on which domains exist.
     pub disagreements: Vec<String>,
+    /// Every other category of devices: its interfaces, and which `auto` would use.
+    pub categories: Vec<CategoryListing>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CategoryListing {
+    pub category: Category,
+    /// The switch that picks its interface (`--gpu`, `--chassis`, ...).
+    pub switch: String,
+    pub interfaces: Vec<Interface>,
+    /// What a run with `auto` would use; `None`: nothing to measure here.
+    pub would_use: Option<SourceKind>,
+}
+
+fn interface(category: Category, kind: SourceKind, ctx: &sources::OpenContext) -> Interface {
+    match sources::open_for(category, kind, ctx) {
+        Ok(s) => Interface {
+            category,
+            source: kind,
+            available: true,
+            domains: s.domains().to_vec(),
+            problem: None,
+        },
+        Err(u) => Interface {
+            category,
+            source: kind,
+            available: false,
+            domains: Vec::new(),
+            problem: Some(u),
+        },
+    }
 }
 
 pub fn probe(ctx: &sources::OpenContext) -> Listing {
-    let mut interfaces = Vec::new();
-    for kind in SourceKind::AUTO_ORDER {
-        match sources::open(kind, ctx) {
-            Ok(s) => interfaces.push(Interface {
-                source: kind,
-                available: true,
-                domains: s.domains().to_vec(),
-                problem: None,
-            }),
-            Err(u) => interfaces.push(Interface {
-                source: kind,
-                available: false,
-                domains: Vec::new(),
-                problem: Some(u),
-            }),
-        }
-    }
+    let interfaces: Vec<Interface> = SourceKind::AUTO_ORDER
+        .iter()
+        .map(|&k| interface(Category::Cpu, k, ctx))
+        .collect();
+    let categories = Category::ALL
+        .iter()
+        .filter(|c| **c != Category::Cpu)
+        .map(|&category| {
+            let interfaces: Vec<Interface> = sources::interfaces(category)
+                .iter()
+                .map(|&k| interface(category, k, ctx))
+                .collect();
+            CategoryListing {
+                category,
+                switch: format!("--{}", category.switch()),
+                would_use: interfaces.iter().find(|i| i.available).map(|i| i.source),
+                interfaces,
+            }
+        })
+        .collect();
     let would_use = open_cpu_source(SourceArg::Auto, ctx)
         .map(|(s, _)| s.kind())
         .unwrap_or(SourceKind::Estimate);
@@ -79,52 +114,70 @@ pub fn probe(ctx: &sources::OpenContext) -> Listing {
         would_use,
         would_use_is_estimate: would_use == SourceKind::Estimate,
         disagreements,
+        categories,
     }
 }
 
-pub fn render(l: &Listing) -> String {
+fn status_and_detail(i: &Interface) -> (String, String) {
+    match &i.problem {
+        None => {
+            let names: Vec<String> = i
+                .domains
+                .iter()
+                .map(|d| crate::text::escape_line(&d.name).into_owned())
+                .collect();
+            let status = if i.source == SourceKind::Estimate {
+                "model"
+            } else {
+                "ok"
+            };
+            (status.to_string(), names.join(", "))
+        }
+        Some(u) => {
+            let status = match u.kind {
+                sources::UnavailableKind::NotPresent => "absent",
+                sources::UnavailableKind::Permission => "no access",
+                sources::UnavailableKind::ModuleMissing => "no module",
+                sources::UnavailableKind::Invalid => "invalid",
+                sources::UnavailableKind::Inactive => "inactive",
+            };
+            let mut d = crate::text::escape_line(&u.reason).into_owned();
+            if let Some(fix) = &u.fix {
+                d.push_str("\nfix: ");
+                d.push_str(&crate::text::escape_line(fix));
+            }
+            (status.to_string(), d)
+        }
+    }
+}
+
+fn push_table(out: &mut String, title: &str, interfaces: &[Interface]) {
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
     t.set_header(vec!["interface", "status", "domains / reason"]);
-    for i in &l.interfaces {
-        let (status, detail) = match &i.problem {
-            None => {
-                let names: Vec<String> = i
-                    .domains
-                    .iter()
-                    .map(|d| crate::text::escape_line(&d.name).into_owned())
-                    .collect();
-                let status = if i.source == SourceKind::Estimate {
-                    "model"
-                } else {
-                    "ok"
-                };
-                (status.to_string(), names.join(", "))
-            }
-            Some(u) => {
-                let status = match u.kind {
-                    sources::UnavailableKind::NotPresent => "absent",
-                    sources::UnavailableKind::Permission => "no access",
-                    sources::UnavailableKind::ModuleMissing => "no module",
-                    sources::UnavailableKind::Invalid => "invalid",
-                };
-                let mut d = crate::text::escape_line(&u.reason).into_owned();
-                if let Some(fix) = &u.fix {
-                    d.push_str("\nfix: ");
-                    d.push_str(&crate::text::escape_line(fix));
-                }
-                (status.to_string(), d)
-            }
-        };
+    for i in interfaces {
+        let (status, detail) = status_and_detail(i);
         t.add_row(vec![i.source.name().to_string(), status, detail]);
     }
-    let mut out = String::from("\nEnergy interfaces on this machine:\n\n");
+    out.push_str(title);
     for line in t.to_string().lines() {
         out.push(' ');
         out.push_str(line.trim_end());
         out.push('\n');
     }
     out.push('\n');
+}
+
+pub fn render(l: &Listing) -> String {
+    let mut out = String::from("\nEnergy interfaces on this machine:\n\n");
+    push_table(&mut out, " CPU (--source)\n", &l.interfaces);
+    for c in &l.categories {
+        push_table(
+            &mut out,
+            &format!(" {} ({})\n", c.category.title(), c.switch),
+            &c.interfaces,
+        );
+    }
     for d in &l.disagreements {
         out.push_str(&format!(
             " note: the interfaces disagree: {}\n",
@@ -133,13 +186,20 @@ pub fn render(l: &Listing) -> String {
     }
     if l.would_use_is_estimate {
         out.push_str(
-            " No energy counter can be read here (typical of a VM or a container without access).\n `joulerun -- CMD` would use: estimate (a CPU-utilisation model, labelled \"estimated\").\n\n",
+            " No energy counter can be read here (typical of a VM or a container without access).\n `joulerun -- CMD` would use: estimate (a CPU-utilisation model, labelled \"estimated\").\n",
         );
     } else {
-        out.push_str(&format!(
-            " `joulerun -- CMD` would use: {}\n\n",
-            l.would_use
-        ));
+        out.push_str(&format!(" `joulerun -- CMD` would use: {}\n", l.would_use));
+    }
+    let others: Vec<String> = l
+        .categories
+        .iter()
+        .filter_map(|c| c.would_use.map(|k| format!("{k} for the {}", c.category)))
+        .collect();
+    if others.is_empty() {
+        out.push_str(" and no GPU, chassis, battery or other power meter.\n\n");
+    } else {
+        out.push_str(&format!(" and {}.\n\n", others.join(", ")));
     }
     out
 }

@@ -13,13 +13,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::baseline;
-use crate::cli::{CommonArgs, RunArgs, SourceArg, TrackArg};
+use crate::cli::{ChassisArg, CommonArgs, GpuArg, OnOffArg, RunArgs, SourceArg, TrackArg};
 use crate::config::{self, Origin, Price};
 use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Error, Result};
 use crate::output::{Dest, Requested};
 use crate::report::Mode;
-use crate::sources::DomainKind;
 use crate::sources::estimate::CpuWatts;
+use crate::sources::{Category, DomainKind, SourceKind};
 
 /// How the environment is read (the process environment, or a test's).
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
@@ -115,6 +115,80 @@ fn source(args: &RunArgs, env: Env<'_>) -> Result<SourceArg> {
     })
 }
 
+/// Which interface a category (other than the CPU) is read through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The first interface of the category that works here; none is fine.
+    Auto,
+    /// The category is not measured.
+    Off,
+    /// This interface, or joulerun stops before the command starts, saying why.
+    Only(SourceKind),
+}
+
+/// The choice for every category but the CPU's (`--source`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Categories {
+    pub gpu: Pick,
+    pub chassis: Pick,
+    pub battery: Pick,
+    pub meters: Pick,
+}
+
+impl Default for Categories {
+    fn default() -> Categories {
+        Categories {
+            gpu: Pick::Auto,
+            chassis: Pick::Auto,
+            battery: Pick::Auto,
+            meters: Pick::Auto,
+        }
+    }
+}
+
+impl Categories {
+    /// The categories and their picks, in the order they are opened.
+    pub fn picks(&self) -> [(Category, Pick); 4] {
+        [
+            (Category::Gpu, self.gpu),
+            (Category::Chassis, self.chassis),
+            (Category::Battery, self.battery),
+            (Category::Meter, self.meters),
+        ]
+    }
+
+    /// Every category off (for tests and tools that want the CPU alone).
+    pub fn none() -> Categories {
+        Categories {
+            gpu: Pick::Off,
+            chassis: Pick::Off,
+            battery: Pick::Off,
+            meters: Pick::Off,
+        }
+    }
+}
+
+fn categories(args: &RunArgs) -> Categories {
+    let on_off = |a: Option<OnOffArg>| match a {
+        None | Some(OnOffArg::Auto) => Pick::Auto,
+        Some(OnOffArg::None) => Pick::Off,
+    };
+    Categories {
+        gpu: match (args.no_gpu, args.gpu) {
+            (true, _) | (_, Some(GpuArg::None)) => Pick::Off,
+            (_, Some(GpuArg::Hwmon)) => Pick::Only(SourceKind::Hwmon),
+            _ => Pick::Auto,
+        },
+        chassis: match args.chassis {
+            Some(ChassisArg::None) => Pick::Off,
+            Some(ChassisArg::Hwmon) => Pick::Only(SourceKind::Hwmon),
+            _ => Pick::Auto,
+        },
+        battery: on_off(args.battery),
+        meters: on_off(args.meters),
+    }
+}
+
 /// What a run measures and where its outputs go.
 #[derive(Clone, Debug)]
 pub struct RunPlan {
@@ -122,6 +196,7 @@ pub struct RunPlan {
     pub command: Vec<OsString>,
     pub pid: Option<i32>,
     pub source: SourceArg,
+    pub categories: Categories,
     pub only: Vec<DomainKind>,
     pub interval_ms: u64,
     pub price: Price,
@@ -181,6 +256,7 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         command: command.to_vec(),
         pid: args.pid,
         source: source(args, env)?,
+        categories: categories(args),
         only: config::parse_domains(&args.domains)?,
         interval_ms: config::parse_interval(args.interval)?,
         price,
@@ -233,6 +309,7 @@ pub struct CalibratePlan {
     pub duration_s: f64,
     pub force: bool,
     pub source: SourceArg,
+    pub categories: Categories,
     pub only: Vec<DomainKind>,
     pub interval_ms: u64,
     pub common: Common,
@@ -310,6 +387,7 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         duration_s: d,
         force: args.force,
         source: source(args, env)?,
+        categories: categories(args),
         only: config::parse_domains(&args.domains)?,
         interval_ms: config::parse_interval(args.interval)?,
         common: common(&args.common, env)?,

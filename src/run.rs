@@ -11,14 +11,16 @@ use crate::attribution::{Attributor, NO_BASELINE_NOTE, TickInput};
 use crate::baseline::{Baseline, BaselineError, Fit, MachineIdentity};
 use crate::cli::{SourceArg, TrackArg};
 use crate::error::{Error, Result};
-use crate::plan::{BaselineChoice, Common, RunPlan};
+use crate::plan::{BaselineChoice, Categories, Common, Pick, RunPlan};
 use crate::procs::{self, MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeTracker};
 use crate::report::sink::{self, TickView};
 use crate::report::summary::{self, SummaryInput};
-use crate::report::{AttributionReport, BaselineStatus, Mode};
+use crate::report::{AttributionReport, BaselineStatus, CategoryUse, Mode};
 use crate::sampler::Sampler;
 use crate::signals::{Phase, Signals};
-use crate::sources::{self, DomainKind, OpenContext, Source, SourceKind, UnavailableKind};
+use crate::sources::{
+    self, Category, DomainKind, OpenContext, Source, SourceKind, UnavailableKind,
+};
 use crate::sysroot::SysRoot;
 use crate::workload::{self, Exit};
 
@@ -95,29 +97,102 @@ pub fn open_cpu_source(
     ))
 }
 
-/// What runs and calibration share: the settings, the hardware context, the CPU energy
-/// source in a sampler, and the warnings from opening it.
+/// What runs and calibration share: the hardware context, every source in a sampler,
+/// the warnings from opening them, and what each category uses.
 pub(crate) struct Opened {
     pub ctx: OpenContext,
     pub sampler: Sampler,
     pub warnings: Vec<String>,
+    pub categories: Vec<CategoryUse>,
 }
 
-/// Open the source (`--source`, or `auto`) and put it in a sampler keeping the `only`
-/// domain kinds. An `-e` that leaves no domain is an error.
+/// Open one category other than the CPU, as picked. `Ok(None)`: nothing to measure (the
+/// reason, when worth saying, in the `CategoryUse`).
+fn open_category(
+    cat: Category,
+    pick: Pick,
+    ctx: &OpenContext,
+    warnings: &mut Vec<String>,
+) -> Result<(Option<Box<dyn Source>>, CategoryUse)> {
+    let mut used = CategoryUse {
+        category: cat,
+        interface: None,
+        note: None,
+    };
+    match pick {
+        Pick::Off => {
+            used.note = Some(format!("not measured (--{} none)", cat.switch()));
+            Ok((None, used))
+        }
+        Pick::Only(kind) => match sources::open_for(cat, kind, ctx) {
+            Ok(s) => {
+                warnings.extend(s.warnings().iter().cloned());
+                used.interface = Some(kind);
+                Ok((Some(s), used))
+            }
+            Err(u) => Err(Error::failure(format!(
+                "cannot use --{} {kind}: {}\n  fix: {}\n  (`joulerun list` shows every interface; `--{} auto` goes on without it)",
+                cat.switch(),
+                u.reason,
+                u.fix.as_deref().unwrap_or("none known"),
+                cat.switch()
+            ))),
+        },
+        Pick::Auto => {
+            let mut notes = Vec::new();
+            for &kind in sources::interfaces(cat) {
+                match sources::open_for(cat, kind, ctx) {
+                    Ok(s) => {
+                        warnings.extend(s.warnings().iter().cloned());
+                        used.interface = Some(kind);
+                        return Ok((Some(s), used));
+                    }
+                    Err(u) => match u.kind {
+                        // Exists but cannot be read: worth a warning with its fix.
+                        UnavailableKind::Permission | UnavailableKind::Invalid => {
+                            warnings.push(u.explain());
+                            notes.push(u.reason);
+                        }
+                        // Exists but has nothing to measure now (a battery on AC power).
+                        UnavailableKind::Inactive => notes.push(u.reason),
+                        UnavailableKind::NotPresent | UnavailableKind::ModuleMissing => {}
+                    },
+                }
+            }
+            used.note = (!notes.is_empty()).then(|| notes.join("; "));
+            Ok((None, used))
+        }
+    }
+}
+
+/// Open the CPU source (`--source`, or `auto`) and every other category as picked, and
+/// put them in a sampler keeping the `only` domain kinds. An `-e` that leaves no domain
+/// is an error.
 pub(crate) fn prepare_sampler(
     common: &Common,
     source: SourceArg,
+    categories: &Categories,
     only: &[DomainKind],
 ) -> Result<Opened> {
     let ctx = open_context(common)?;
-    let (source, mut warnings) = open_cpu_source(source, &ctx)?;
-    warnings.extend(source.warnings().iter().cloned());
-    let sampler = Sampler::new(vec![source], only);
+    let (cpu, mut warnings) = open_cpu_source(source, &ctx)?;
+    warnings.extend(cpu.warnings().iter().cloned());
+    let mut used = vec![CategoryUse {
+        category: Category::Cpu,
+        interface: Some(cpu.kind()),
+        note: None,
+    }];
+    let mut all = vec![cpu];
+    for (cat, pick) in categories.picks() {
+        let (s, u) = open_category(cat, pick, &ctx, &mut warnings)?;
+        all.extend(s);
+        used.push(u);
+    }
+    let sampler = Sampler::new(all, only);
     if sampler.domains().is_empty() {
         let names: Vec<&str> = only.iter().map(|k| k.name()).collect();
         return Err(Error::failure(format!(
-            "-e/--domains {} matches no domain of this machine's energy interface (`joulerun list` shows them)",
+            "-e/--domains {} matches no domain of this machine's energy interfaces (`joulerun list` shows them)",
             names.join(",")
         )));
     }
@@ -125,6 +200,7 @@ pub(crate) fn prepare_sampler(
         ctx,
         sampler,
         warnings,
+        categories: used,
     })
 }
 
@@ -348,7 +424,8 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         ctx,
         mut sampler,
         mut warnings,
-    } = prepare_sampler(&plan.common, plan.source, &plan.only)?;
+        categories,
+    } = prepare_sampler(&plan.common, plan.source, &plan.categories, &plan.only)?;
 
     // Attribution (not reported with -a): baseline, process tracking, machine CPU time.
     let attribute = mode != Mode::All;
@@ -540,6 +617,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         price: &plan.price,
         self_cpu_s,
         warnings,
+        categories,
         attribution: attribute.then_some(AttributionReport {
             method,
             baseline: baseline_status,

@@ -135,6 +135,17 @@ pub struct AttributionReport {
     pub summary: AttributionSummary,
 }
 
+/// What a category of devices was measured through, or why it was not.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CategoryUse {
+    pub category: Category,
+    /// The interface read; `None`: not measured.
+    pub interface: Option<SourceKind>,
+    /// Why it was not measured, when that is worth saying (switched off; a battery on AC
+    /// power; an interface that exists but cannot be read).
+    pub note: Option<String>,
+}
+
 /// Everything a report prints. Serialisable; no formatting in it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Summary {
@@ -150,6 +161,8 @@ pub struct Summary {
     pub ticks: u64,
     pub exit: Option<ExitInfo>,
     pub sources: Vec<SourceKind>,
+    /// Per category of devices, the interface used or why none was.
+    pub categories: Vec<CategoryUse>,
     /// True when any number in `total` comes from the estimate model.
     pub estimated: bool,
     pub domains: Vec<DomainSummary>,

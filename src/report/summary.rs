@@ -68,6 +68,7 @@ pub struct SummaryInput<'a> {
     pub price: &'a Price,
     pub self_cpu_s: f64,
     pub warnings: Vec<String>,
+    pub categories: Vec<super::CategoryUse>,
     pub attribution: Option<AttributionReport>,
 }
 
@@ -237,6 +238,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
             },
         }),
         sources,
+        categories: i.categories,
         estimated: t.estimated,
         domains,
         total: Total {

@@ -7,7 +7,11 @@ use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
 
 use crate::procs::TrackMethod;
 
-use super::{AttributionReport, Mode, Summary, fmt_joules, fmt_kwh, fmt_money, fmt_watts, sig};
+use crate::sources::{Device, DomainKind, Place};
+
+use super::{
+    AttributionReport, DomainSummary, Mode, Summary, fmt_joules, fmt_kwh, fmt_money, fmt_watts, sig,
+};
 
 fn new_table() -> Table {
     let mut t = Table::new();
@@ -51,43 +55,49 @@ pub fn render(s: &Summary) -> String {
     }
 
     let mut t = new_table();
-    t.set_header(vec!["domain", "source", "energy", "avg power", ""]);
-    for d in &s.domains {
-        let note = if d.estimated {
-            "estimated".to_string()
-        } else if !d.in_total {
-            match d.kind {
-                crate::sources::DomainKind::Psys => "whole platform, not added".to_string(),
-                _ => "part of package".to_string(),
-            }
-        } else {
+    t.set_header(vec![
+        "device",
+        "domain",
+        "source",
+        "energy",
+        "avg power",
+        "",
+    ]);
+    // Grouped by device, categories in their order (CPU sockets, GPUs, chassis, battery,
+    // meters), each device's domains in the order they were read.
+    let mut order: Vec<usize> = (0..s.domains.len()).collect();
+    order.sort_by_key(|&i| (s.domains[i].category, device_rank(&s.domains[i].device), i));
+    let mut last_device: Option<&Device> = None;
+    for &i in &order {
+        let d = &s.domains[i];
+        let device = if last_device == Some(&d.device) {
             String::new()
-        };
-        let note = if d.failed_reads > 0 {
-            format!("{note} {} failed reads", d.failed_reads)
-                .trim()
-                .to_string()
         } else {
-            note
+            crate::text::escape_line(&d.device.label()).into_owned()
         };
-        let note = match d.glitches {
-            0 => note,
-            1 => format!("{note} 1 implausible reading").trim().to_string(),
-            n => format!("{note} {n} implausible readings")
-                .trim()
-                .to_string(),
-        };
-        let note = if d.stuck {
-            format!("{note} counter stuck").trim().to_string()
-        } else {
-            note
-        };
+        last_device = Some(&d.device);
         t.add_row(vec![
+            device,
             crate::text::escape_line(&d.name).into_owned(),
             d.source.name().to_string(),
             fmt_joules(d.energy_j),
             fmt_watts(d.avg_power_w),
-            note,
+            domain_note(d, s.total.of),
+        ]);
+    }
+    if let Some(rest) = s.total.rest_of_system_j {
+        let over = s
+            .attribution
+            .as_ref()
+            .and_then(|a| a.summary.rest_of_system.as_ref())
+            .map_or(s.elapsed_s, |r| r.measured_s);
+        t.add_row(vec![
+            String::new(),
+            "rest of system".to_string(),
+            String::new(),
+            fmt_joules(rest),
+            fmt_watts(if over > 0.0 { rest / over } else { 0.0 }),
+            "the whole machine minus the parts: fans, disks, PSU losses...".to_string(),
         ]);
     }
     let total_name = if s.total.estimated {
@@ -95,22 +105,43 @@ pub fn render(s: &Summary) -> String {
     } else {
         "total"
     };
+    let total_note = match (s.total.of, s.total.domains.as_slice()) {
+        (_, []) => "nothing measured".to_string(),
+        ("whole", [one]) => format!("= {}", crate::text::escape_line(one)),
+        ("whole", many) => format!("= {}", crate::text::escape_line(&many.join(" + "))),
+        (_, [_]) => String::new(),
+        _ => "sum of the parts".to_string(),
+    };
     t.add_row(vec![
+        String::new(),
         total_name.to_string(),
         String::new(),
         fmt_joules(s.total.energy_j),
         fmt_watts(s.total.avg_power_w),
-        String::new(),
+        total_note,
     ]);
-    for i in [2, 3] {
+    for i in [3, 4] {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }
     }
-    if let Some(c) = t.column_mut(4) {
+    if let Some(c) = t.column_mut(5) {
         c.set_constraint(ColumnConstraint::ContentWidth);
     }
     push_indented(&mut out, &t.to_string());
+    // What each other category used, when it measured nothing worth a word.
+    for c in &s.categories {
+        if c.interface.is_none()
+            && let Some(n) = &c.note
+            && !n.starts_with("not measured (--")
+        {
+            out.push_str(&format!(
+                " {}: {}\n",
+                c.category,
+                crate::text::escape_line(n)
+            ));
+        }
+    }
     out.push('\n');
 
     let est = if s.estimated { " (estimated)" } else { "" };
@@ -245,6 +276,49 @@ fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Order of devices within a category: sockets and GPUs by index.
+fn device_rank(d: &Device) -> u32 {
+    match d {
+        Device::Socket { index } | Device::Gpu { index, .. } => *index,
+        Device::Machine => u32::MAX,
+        _ => 0,
+    }
+}
+
+/// The note of a domain's row: where it sits, and what went wrong with it.
+fn domain_note(d: &DomainSummary, total_of: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if d.estimated {
+        parts.push("estimated".to_string());
+    } else {
+        match &d.place {
+            Place::Inside(p) => parts.push(format!("inside {}", crate::text::escape_line(p))),
+            Place::Overlaps if d.kind == DomainKind::Psys => {
+                parts.push("whole platform, not added".to_string())
+            }
+            Place::Overlaps => parts.push("overlaps the parts, not added".to_string()),
+            Place::Whole if !d.in_total => parts.push("no readings".to_string()),
+            Place::Part if total_of == "whole" => parts.push("inside the whole".to_string()),
+            _ => {}
+        }
+    }
+    if d.failed_reads > 0 {
+        parts.push(format!("{} failed reads", d.failed_reads));
+    }
+    match d.glitches {
+        0 => {}
+        1 => parts.push("1 implausible reading".to_string()),
+        n => parts.push(format!("{n} implausible readings")),
+    }
+    if d.stuck {
+        parts.push("counter stuck".to_string());
+    }
+    if d.gone_at_s.is_some() || d.unfinished {
+        parts.push("partial".to_string());
+    }
+    parts.join(", ")
 }
 
 /// `prefix 'cmd':`, or `prefix: cmd` when the command line has quotes of its own.

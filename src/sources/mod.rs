@@ -84,6 +84,28 @@ impl Category {
         Category::Meter,
     ];
 
+    /// How a heading names it.
+    pub fn title(self) -> &'static str {
+        match self {
+            Category::Cpu => "CPU",
+            Category::Gpu => "GPU",
+            Category::Chassis => "Chassis",
+            Category::Battery => "Battery",
+            Category::Meter => "Other power meters",
+        }
+    }
+
+    /// The command-line switch that picks its interface.
+    pub fn switch(self) -> &'static str {
+        match self {
+            Category::Cpu => "source",
+            Category::Gpu => "gpu",
+            Category::Chassis => "chassis",
+            Category::Battery => "battery",
+            Category::Meter => "meters",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Category::Cpu => "cpu",
@@ -552,6 +574,8 @@ pub enum UnavailableKind {
     ModuleMissing,
     /// It exists but what it holds makes no sense.
     Invalid,
+    /// It exists but has nothing to measure now (a battery while on AC power).
+    Inactive,
 }
 
 /// An interface that cannot be used, with the exact reason and the fix.
@@ -608,6 +632,38 @@ impl OpenContext {
             root,
             cpu_watts: estimate::CpuWatts::default(),
         }
+    }
+}
+
+/// The interfaces of a category, in the order `auto` tries them.
+pub fn interfaces(cat: Category) -> &'static [SourceKind] {
+    match cat {
+        Category::Cpu => &SourceKind::AUTO_ORDER,
+        Category::Gpu | Category::Chassis | Category::Meter => &[SourceKind::Hwmon],
+        Category::Battery => &[SourceKind::Battery],
+    }
+}
+
+/// Open interface `kind` for category `cat`: only that category's domains.
+pub fn open_for(
+    cat: Category,
+    kind: SourceKind,
+    ctx: &OpenContext,
+) -> Result<Box<dyn Source>, Unavailable> {
+    match (cat, kind) {
+        (Category::Cpu, k) if SourceKind::AUTO_ORDER.contains(&k) => open(k, ctx),
+        (c, k) if interfaces(c).contains(&k) => Err(Unavailable::new(
+            k,
+            UnavailableKind::NotPresent,
+            format!("the {k} reader of the {c} category is not part of this build yet"),
+            None,
+        )),
+        (c, k) => Err(Unavailable::new(
+            k,
+            UnavailableKind::Invalid,
+            format!("{k} does not measure the {c} category"),
+            None,
+        )),
     }
 }
 
