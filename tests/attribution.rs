@@ -91,43 +91,57 @@ fn a_cpu_burning_command_gets_nearly_all_the_dynamic_energy() {
     let _l = serial();
     let m = Machine::new();
     let _d = m.drive(20.0);
-    let o = m
-        .bin()
-        .args(["--json", "-", "--", "sh", "-c", &burn(1.0)])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
-    let a = &j["attribution"];
-    assert_eq!(a["method"], "cgroup");
-    assert_eq!(a["baseline_used"], false);
-    let share = f(&a["share"]);
-    let (tree, busy) = (f(&a["tree_cpu_s"]), f(&a["busy_cpu_s"]));
-    assert!(tree > 0.5, "{a}");
-    // The share is the command's CPU time over all busy time (per tick, clamped).
-    assert!(
-        (share - tree / busy).abs() < 0.1,
-        "share {share}, tree {tree}, busy {busy}"
-    );
-    // On an otherwise idle machine that is nearly all of it.
-    if busy - tree > 0.25 * tree {
-        eprintln!(
-            "SKIPPED the idle-machine claim: other processes used {:.2} s CPU beside the command's {tree:.2} s",
-            busy - tree
+    // The claim is about an otherwise idle machine: when other processes were busy beside
+    // the command (a build next to the tests), run it again, and fail rather than pass
+    // when the machine is never quiet enough to check it.
+    const TRIES: u32 = 3;
+    for attempt in 1..=TRIES {
+        let o = m
+            .bin()
+            .args(["--json", "-", "--", "sh", "-c", &burn(1.0)])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
         );
-    } else {
-        assert!(share > 0.8, "share {share}: {a}");
+        let j = json(&o);
+        let a = &j["attribution"];
+        assert_eq!(a["method"], "cgroup");
+        assert_eq!(a["baseline_used"], false);
+        let share = f(&a["share"]);
+        let (tree, busy) = (f(&a["tree_cpu_s"]), f(&a["busy_cpu_s"]));
+        assert!(tree > 0.5, "{a}");
+        // The share is the command's CPU time over all busy time (per tick, clamped).
+        assert!(
+            (share - tree / busy).abs() < 0.1,
+            "share {share}, tree {tree}, busy {busy}"
+        );
+        // Without a baseline all energy is dynamic.
+        assert!((f(&a["total"]["dynamic_j"]) - f(&j["total"]["energy_j"])).abs() < 1e-6);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("no baseline was calibrated"), "{e}");
+        assert!(e.contains("joulerun --basepower"), "{e}");
+        // On an otherwise idle machine that is nearly all of it.
+        let others = busy - tree;
+        if others <= 0.25 * tree {
+            assert!(share > 0.8, "share {share}: {a}");
+            return;
+        }
+        assert!(
+            attempt < TRIES,
+            "cannot check the idle-machine claim: other processes used {others:.2} s CPU \
+             beside the command's {tree:.2} s in each of {TRIES} runs; run this test alone on a \
+             quiet machine"
+        );
+        eprintln!(
+            "run {attempt}: other processes used {others:.2} s CPU beside the command's \
+             {tree:.2} s; trying again"
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
-    // Without a baseline all energy is dynamic.
-    assert!((f(&a["total"]["dynamic_j"]) - f(&j["total"]["energy_j"])).abs() < 1e-6);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("no baseline was calibrated"), "{e}");
-    assert!(e.contains("joulerun --basepower"), "{e}");
 }
 
 #[test]
