@@ -109,9 +109,14 @@ fn usr_bin_time_works() -> bool {
         println!("cargo:rerun-if-changed=/usr/bin");
         return false;
     }
-    Command::new(time)
-        .args(["-f", "%U %S", "-o", "/dev/null", "true"])
-        .stdin(Stdio::null())
+    let mut c = Command::new(time);
+    c.args(["-f", "%U %S", "-o", "/dev/null", "true"]);
+    succeeds(c)
+}
+
+/// Run a command with no input and its output discarded: whether it exits 0.
+fn succeeds(mut c: Command) -> bool {
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -175,20 +180,15 @@ fn nobody_reaches_the_build() -> bool {
     // Only the mode bits say whether "others" may execute it; `test -x` as nobody
     // answers the same through every directory above it.
     let exe_mode_ok = fs::metadata(&exe).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
-    exe_mode_ok
-        && Command::new("/bin/sh")
-            .args(["-c", r#"cd "$1" && cd "$2" && test -x "$3""#, "sh"])
-            .arg(&tmp)
-            .arg(&deps)
-            .arg(&exe)
-            .current_dir("/")
-            .uid(NOBODY)
-            .gid(NOBODY)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", r#"cd "$1" && cd "$2" && test -x "$3""#, "sh"])
+        .arg(&tmp)
+        .arg(&deps)
+        .arg(&exe)
+        .current_dir("/")
+        .uid(NOBODY)
+        .gid(NOBODY);
+    exe_mode_ok && succeeds(c)
 }
 
 /// `perf_event_open` of a system-wide software counter (cpu-clock on CPU 0) succeeds:

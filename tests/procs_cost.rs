@@ -111,12 +111,19 @@ fn tree_cost(req: TrackRequest, topo: &Topology, label: &str) -> (f64, f64) {
     r
 }
 
-#[test]
-fn per_tick_cost() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+/// This machine's topology, and the same CPUs split over two packages (the per-thread
+/// split is then read too).
+fn topologies() -> (Topology, Topology) {
     let topo = Topology::read(&SysRoot::default());
     let n = topo.cpu_package.len().max(2);
     let two = Topology::from_packages((0..n).map(|c| Some((c % 2) as u32)).collect());
+    (topo, two)
+}
+
+#[test]
+fn per_tick_cost() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (topo, two) = topologies();
 
     let mut m = MachineCpu::new(&topo).unwrap();
     let mut s = MachineCpuSample::default();
@@ -157,9 +164,7 @@ fn per_tick_cost() {
 )]
 fn per_tick_cost_of_cgroup_tracking() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let topo = Topology::read(&SysRoot::default());
-    let n = topo.cpu_package.len().max(2);
-    let two = Topology::from_packages((0..n).map(|c| Some((c % 2) as u32)).collect());
+    let (topo, two) = topologies();
     let (a, _) = tree_cost(TrackRequest::Cgroup, &topo, "cgroup, 1 package");
     assert_eq!(a, 0.0, "cgroup read allocates");
     tree_cost(
