@@ -83,50 +83,72 @@ fn background_burner(s: f64) -> Child {
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn a_cpu_burning_command_gets_nearly_all_the_dynamic_energy() {
     let _l = serial();
     let m = Machine::new();
     let _d = m.drive(20.0);
-    let o = m
-        .bin()
-        .args(["--json", "-", "--", "sh", "-c", &burn(1.0)])
-        .output()
-        .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
-    let a = &j["attribution"];
-    assert_eq!(a["method"], "cgroup");
-    assert_eq!(a["baseline_used"], false);
-    let share = f(&a["share"]);
-    let (tree, busy) = (f(&a["tree_cpu_s"]), f(&a["busy_cpu_s"]));
-    assert!(tree > 0.5, "{a}");
-    // The share is the command's CPU time over all busy time (per tick, clamped).
-    assert!(
-        (share - tree / busy).abs() < 0.1,
-        "share {share}, tree {tree}, busy {busy}"
-    );
-    // On an otherwise idle machine that is nearly all of it.
-    if busy - tree > 0.25 * tree {
-        eprintln!(
-            "SKIPPED the idle-machine claim: other processes used {:.2} s CPU beside the command's {tree:.2} s",
-            busy - tree
+    // The claim is about an otherwise idle machine: when other processes were busy beside
+    // the command (a build next to the tests), run it again, and fail rather than pass
+    // when the machine is never quiet enough to check it.
+    const TRIES: u32 = 3;
+    for attempt in 1..=TRIES {
+        let o = m
+            .bin()
+            .args(["--json", "-", "--", "sh", "-c", &burn(1.0)])
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
         );
-    } else {
-        assert!(share > 0.8, "share {share}: {a}");
+        let j = json(&o);
+        let a = &j["attribution"];
+        assert_eq!(a["method"], "cgroup");
+        assert_eq!(a["baseline_used"], false);
+        let share = f(&a["share"]);
+        let (tree, busy) = (f(&a["tree_cpu_s"]), f(&a["busy_cpu_s"]));
+        assert!(tree > 0.5, "{a}");
+        // The share is the command's CPU time over all busy time (per tick, clamped).
+        assert!(
+            (share - tree / busy).abs() < 0.1,
+            "share {share}, tree {tree}, busy {busy}"
+        );
+        // Without a baseline all energy is dynamic.
+        assert!((f(&a["total"]["dynamic_j"]) - f(&j["total"]["energy_j"])).abs() < 1e-6);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains("no baseline was calibrated"), "{e}");
+        assert!(e.contains("joulerun --basepower"), "{e}");
+        // On an otherwise idle machine that is nearly all of it.
+        let others = busy - tree;
+        if others <= 0.25 * tree {
+            assert!(share > 0.8, "share {share}: {a}");
+            return;
+        }
+        assert!(
+            attempt < TRIES,
+            "cannot check the idle-machine claim: other processes used {others:.2} s CPU \
+             beside the command's {tree:.2} s in each of {TRIES} runs; run this test alone on a \
+             quiet machine"
+        );
+        eprintln!(
+            "run {attempt}: other processes used {others:.2} s CPU beside the command's \
+             {tree:.2} s; trying again"
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
-    // Without a baseline all energy is dynamic.
-    assert!((f(&a["total"]["dynamic_j"]) - f(&j["total"]["energy_j"])).abs() < 1e-6);
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("no baseline was calibrated"), "{e}");
-    assert!(e.contains("joulerun --basepower"), "{e}");
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn a_sleeping_command_gets_nearly_none_while_another_process_burns() {
     let _l = serial();
     let m = Machine::new();
@@ -157,12 +179,16 @@ fn a_sleeping_command_gets_nearly_none_while_another_process_burns() {
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_usr_bin_time),
+    ignore = "needs GNU /usr/bin/time (probe_usr_bin_time): apt-get install time (.ci/run installs it)"
+)]
+#[cfg_attr(
+    all(probe_usr_bin_time, not(probe_cgroup2)),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn two_hundred_short_lived_children_match_usr_bin_time_within_5_percent() {
     let _l = serial();
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("SKIPPED: /usr/bin/time is not installed (apt-get install time)");
-        return;
-    }
     let m = Machine::new();
     let _d = m.drive(20.0);
     // Each child does a little work and is gone within milliseconds.
@@ -212,12 +238,16 @@ fn two_hundred_short_lived_children_match_usr_bin_time_within_5_percent() {
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_usr_bin_time),
+    ignore = "needs /usr/bin/time (probe_usr_bin_time): apt-get install time (.ci/run does)"
+)]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn two_thousand_children_reaped_late_get_the_same_share_with_both_methods() {
     let _l = serial();
-    if !Path::new("/usr/bin/time").exists() {
-        eprintln!("SKIPPED: /usr/bin/time is not installed (apt-get install time)");
-        return;
-    }
     let m = Machine::new();
     let _d = m.drive(20.0);
     // Background children run for well under a clock tick each and stay zombies
@@ -245,16 +275,6 @@ fn two_thousand_children_reaped_late_get_the_same_share_with_both_methods() {
             .args(["sh", "-c", script])
             .output()
             .unwrap();
-        if track == "cgroup"
-            && o.status.code() == Some(125)
-            && String::from_utf8_lossy(&o.stderr).contains("cgroup")
-        {
-            eprintln!(
-                "SKIPPED: cgroup v2 is not writable here: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return;
-        }
         assert_eq!(
             o.status.code(),
             Some(0),
@@ -312,26 +332,29 @@ fn two_thousand_children_reaped_late_get_the_same_share_with_both_methods() {
         }
         seen.push((share, tree, others));
     }
-    // Both methods give the command the same share of the same machine, when nothing
-    // else ran beside it (other processes' CPU time changes each run's share).
+    // Both methods give the command the same share of the same machine. Other processes'
+    // CPU time beside it lowers each run's share by up to others / (command + others):
+    // the bound widens by what was measured, so it holds on a busy machine too.
     let (cg, pr) = (seen[0], seen[1]);
-    if cg.2 > 0.1 * cg.1 || pr.2 > 0.1 * pr.1 {
-        eprintln!(
-            "SKIPPED the comparison of shares: other processes used {:.2} s and {:.2} s of CPU \
-             beside the command",
-            cg.2, pr.2
-        );
-    } else {
+    let noise = |x: (f64, f64, f64)| x.2 / (x.1 + x.2).max(1e-9);
+    {
+        let bound = 0.1 + noise(cg) + noise(pr);
         assert!(
-            (pr.0 - cg.0).abs() <= 0.1,
-            "share with /proc {} vs with a cgroup {}",
+            (pr.0 - cg.0).abs() <= bound,
+            "share with /proc {} vs with a cgroup {} (bound {bound:.3}: others used {:.2} s and {:.2} s)",
             pr.0,
-            cg.0
+            cg.0,
+            cg.2,
+            pr.2
         );
     }
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn a_daemonising_child_that_outlives_its_parent_is_seen_with_cgroups() {
     let _l = serial();
     let m = Machine::new();
@@ -362,13 +385,6 @@ fn a_daemonising_child_that_outlives_its_parent_is_seen_with_cgroups() {
         ])
         .output()
         .unwrap();
-    if o.status.code() == Some(125) && String::from_utf8_lossy(&o.stderr).contains("cgroup") {
-        eprintln!(
-            "SKIPPED: cgroup v2 is not writable here: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        return;
-    }
     assert_eq!(
         o.status.code(),
         Some(0),

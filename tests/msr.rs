@@ -285,20 +285,26 @@ fn missing_msr_module() {
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_rapl_msr_cpu),
+    ignore = "needs an x86 CPU with RAPL MSRs (probe_rapl_msr_cpu): Intel, or AMD or Hygon family 0x17 or later"
+)]
+#[cfg_attr(
+    all(probe_rapl_msr_cpu, probe_msr_device),
+    ignore = "needs a machine without /dev/cpu/0/msr, and this one has it (probe_msr_device): sudo rmmod msr to run it"
+)]
 fn real_root_without_msr_device_is_module_missing() {
-    if Path::new("/dev/cpu/0/msr").exists() {
-        eprintln!("SKIPPED: this machine has /dev/cpu/0/msr");
-        return;
-    }
+    // build.rs probes both; the machine may have changed since the build.
+    let stale = "this test needs an x86 CPU with RAPL MSRs and no /dev/cpu/0/msr \
+                 (build.rs probes both: touch build.rs if the machine changed)";
+    assert!(!Path::new("/dev/cpu/0/msr").exists(), "{stale}");
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    match parse_cpuinfo(&cpuinfo).and_then(|c| c.vendor().map(|v| (v, c.family))) {
-        Some((Vendor::Intel, _)) => {}
-        Some((Vendor::Amd, f)) if f >= 0x17 => {}
-        _ => {
-            eprintln!("SKIPPED: not an x86 CPU with RAPL MSRs");
-            return;
-        }
-    }
+    let rapl_cpu = match parse_cpuinfo(&cpuinfo).and_then(|c| c.vendor().map(|v| (v, c.family))) {
+        Some((Vendor::Intel, _)) => true,
+        Some((Vendor::Amd, f)) => f >= 0x17,
+        None => false,
+    };
+    assert!(rapl_cpu, "{stale}");
     let ctx = OpenContext::for_root(SysRoot::default());
     let u = MsrSource::open(&ctx).unwrap_err();
     assert_eq!(u.kind, UnavailableKind::ModuleMissing, "{u:?}");

@@ -732,6 +732,10 @@ fn process_gone(pid: i32) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
 fn the_command_dies_with_joulerun_and_stale_cgroups_are_removed_later() {
     let t = tempfile::tempdir().unwrap();
     let pidfile = t.path().join("pid");
@@ -784,6 +788,14 @@ fn the_command_dies_with_joulerun_and_stale_cgroups_are_removed_later() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+#[cfg_attr(
+    not(probe_root),
+    ignore = "needs root (probe_root): it runs joulerun as another user; run the tests as root, as CI does"
+)]
+#[cfg_attr(
+    all(probe_root, not(probe_run_as_nobody)),
+    ignore = "runs joulerun as uid 65534, which cannot reach the temporary or target directory here (probe_run_as_nobody): chmod o+x the directories above them"
+)]
 fn an_unreadable_home_means_no_baseline_with_a_note() {
     let t = tempfile::tempdir().unwrap();
     let home = t.path().join("home");
