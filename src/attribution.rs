@@ -1175,4 +1175,66 @@ mod tests {
         assert_eq!(v["total"]["command_dynamic_j"], 1.0);
         assert_eq!(v["baseline_coverage"], "full");
     }
+
+    #[test]
+    fn a_one_second_sample_is_split_by_the_usage_of_its_own_second() {
+        use crate::sources::{Device, Place, SourceKind};
+        // package-0 ticks every 0.1 s; a chassis is sampled once a second.
+        let chassis = Domain::on_device(
+            "chassis",
+            DomainKind::Chassis,
+            Device::Chassis,
+            SourceKind::Hwmon,
+        )
+        .placed(Place::Whole);
+        let d = vec![dom(DomainKind::Package, Some(0)), chassis];
+        let mut a = Attributor::new(&d, &[0], &[4], &[]).with_interval_domains(&[false, true]);
+        assert!(a.wants_interval(1) && !a.wants_interval(0));
+        // Second 1: the command burns (0.1 s CPU of 0.1 s busy per tick), the package
+        // draws 100 W. Seconds 2 and 3: only others run, the package draws 20 W.
+        for k in 0..30 {
+            let busy_cmd = k < 10;
+            let e = if busy_cmd { 10.0 } else { 2.0 };
+            a.tick(&tick(
+                0.1,
+                &[Some(e), None],
+                &[if busy_cmd { 0.1 } else { 0.0 }],
+                &[0.1],
+                0.0,
+            ));
+            // The chassis sample of [t-1, t] arrives a tick after it was taken (late,
+            // from its reader thread), when the usage of the current tick is idle.
+            if k == 10 {
+                a.interval(1, 0.0, 1.0, 150.0);
+            }
+            if k == 20 {
+                a.interval(1, 1.0, 2.0, 60.0);
+            }
+            if k == 29 {
+                a.interval(1, 2.0, 3.0, 60.0);
+            }
+        }
+        let s = a.summary();
+        let c = &s.per_domain[1];
+        assert!(c.modelled);
+        // All of the first second's chassis energy is the command's (its share of the
+        // parts then was 1), none of the next two.
+        assert_close!(c.energy.command_dynamic_j, 150.0);
+        assert_close!(c.energy.energy_j, 270.0);
+        // The total is the whole machine; the rest of system is chassis minus package
+        // over the chassis' own intervals: (150 - 100) + (60 - 20) + (60 - 20).
+        assert_eq!(s.total_of, "whole");
+        assert_close!(s.total.energy_j, 270.0);
+        assert_close!(s.parts.energy_j, 100.0 + 40.0);
+        let r = s.rest_of_system.unwrap();
+        assert_close!(r.energy_j, 130.0);
+        assert_eq!(r.negative_intervals, 0);
+        // Parts measuring more than the whole: counted, never negative.
+        a.tick(&tick(0.1, &[Some(50.0), None], &[0.0], &[0.1], 0.0));
+        a.interval(1, 3.0, 3.1, 10.0);
+        let r = a.summary().rest_of_system.unwrap();
+        assert_close!(r.energy_j, 130.0);
+        assert_eq!(r.negative_intervals, 1);
+        assert_close!(r.negative_j, 40.0);
+    }
 }

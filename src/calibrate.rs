@@ -10,7 +10,6 @@ use crate::baseline::{self, Baseline, BusyVerdict, Calibration, MachineIdentity}
 use crate::error::{Error, Result};
 use crate::output;
 use crate::plan::CalibratePlan;
-use crate::procs::{MachineCpu, MachineCpuSample};
 use crate::report::sig;
 use crate::run::{Ended, Opened, Workload, drive, prepare_sampler};
 use crate::signals::{Phase, Signals};
@@ -27,7 +26,6 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
         None => None,
     };
     let Opened {
-        ctx,
         mut sampler,
         mut warnings,
         ..
@@ -54,10 +52,6 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
     );
     drop(err);
 
-    let mut machine = MachineCpu::new(&ctx.topology).map_err(Error::failure)?;
-    let mut prev = MachineCpuSample::default();
-    let mut cur = MachineCpuSample::default();
-    machine.sample(&mut prev);
     let mut cal = Calibration::new(sampler.domains().len());
     signals.set_phase(Phase::Calibrating);
     sampler.start();
@@ -67,12 +61,17 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
         &Workload::Timer { until_s: d },
         Duration::from_millis(plan.interval_ms),
         |s, dt| {
-            machine.sample(&mut cur);
+            let (cur, prev) = (&s.machine_now, &s.machine_before);
             let sum = |v: &[f64]| v.iter().sum::<f64>();
             let busy = (sum(&cur.busy_s_per_socket) - sum(&prev.busy_s_per_socket)).max(0.0);
             let idle = (sum(&cur.idle_s_per_socket) - sum(&prev.idle_s_per_socket)).max(0.0);
             cal.tick(dt, &s.energy, Some((busy, idle)));
-            std::mem::swap(&mut cur, &mut prev);
+            // Domains read at their own cadence (a chassis, a battery): their samples.
+            for i in &s.intervals {
+                if s.is_slow(i.domain) {
+                    cal.interval(i.domain, i.end_s - i.start_s, i.energy_j);
+                }
+            }
         },
     );
     if let Ended::Stopped(sig) = ended {

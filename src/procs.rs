@@ -485,12 +485,38 @@ impl CpuAccum {
     }
 }
 
+/// The machine's busy CPU time as last read by a [`MachineCpu`], shared with the
+/// estimate, which then reads no `/proc/stat` of its own.
+#[derive(Debug, Default)]
+pub struct MachineBusy {
+    busy_s_bits: std::sync::atomic::AtomicU64,
+    cpus: std::sync::atomic::AtomicUsize,
+}
+
+impl MachineBusy {
+    pub fn publish(&self, busy_s: f64, cpus: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.busy_s_bits.store(busy_s.to_bits(), Relaxed);
+        self.cpus.store(cpus, Relaxed);
+    }
+
+    /// The cumulative busy CPU seconds (all CPUs) and the CPU count, as last read.
+    pub fn get(&self) -> (f64, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            f64::from_bits(self.busy_s_bits.load(Relaxed)),
+            self.cpus.load(Relaxed),
+        )
+    }
+}
+
 /// The machine's busy CPU time per package from `/proc/stat`.
 pub struct MachineCpu {
     file: File,
     buf: Vec<u8>,
     hz: f64,
     acc: CpuAccum,
+    publish: Option<Arc<MachineBusy>>,
 }
 
 /// Cumulative busy seconds per package since `MachineCpu::new`, and the CPU count of each.
@@ -512,6 +538,7 @@ impl MachineCpu {
             buf: Vec::with_capacity(16 * 1024),
             hz: sys::clock_ticks_per_s() as f64,
             acc: CpuAccum::new(topology),
+            publish: None,
         };
         crate::kfs::read_to_vec(&m.file, &mut m.buf, true)
             .map_err(|e| format!("read /proc/stat: {e}"))?;
@@ -522,11 +549,26 @@ impl MachineCpu {
         Ok(m)
     }
 
+    /// Publish every sample's machine-wide busy time to `to` (for the estimate).
+    pub fn publishing(mut self, to: Arc<MachineBusy>) -> MachineCpu {
+        self.publish = Some(to);
+        self.publish_now();
+        self
+    }
+
+    fn publish_now(&self) {
+        if let Some(p) = &self.publish {
+            let busy: u64 = self.acc.busy.iter().sum();
+            p.publish(busy as f64 / self.hz, self.acc.cpus.iter().sum());
+        }
+    }
+
     /// Read `/proc/stat` now. On a read error the previous totals are kept.
     pub fn sample(&mut self, out: &mut MachineCpuSample) {
         if crate::kfs::read_to_vec(&self.file, &mut self.buf, true).is_ok() {
             self.acc.ingest(&self.buf);
         }
+        self.publish_now();
         fill_sample(&self.acc, self.hz, out);
     }
 }

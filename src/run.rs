@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 use nix::unistd::Pid;
 
 use crate::attribution::{Attributor, NO_BASELINE_NOTE, TickInput};
-use crate::baseline::{Baseline, BaselineError, Fit, MachineIdentity};
+use crate::baseline::{Baseline, BaselineError, MachineIdentity};
 use crate::cli::{SourceArg, TrackArg};
 use crate::error::{Error, Result};
 use crate::plan::{BaselineChoice, Categories, Common, Pick, RunPlan};
-use crate::procs::{self, MachineCpu, MachineCpuSample, TrackRequest, TreeCpu, TreeTracker};
+use crate::procs::{self, MachineCpu, TrackRequest, TreeCpu, TreeTracker};
 use crate::report::sink::{self, TickView};
 use crate::report::summary::{self, SummaryInput};
 use crate::report::{AttributionReport, BaselineStatus, CategoryUse, Mode};
@@ -174,7 +174,14 @@ pub(crate) fn prepare_sampler(
     categories: &Categories,
     only: &[DomainKind],
 ) -> Result<Opened> {
-    let ctx = open_context(common)?;
+    let mut ctx = open_context(common)?;
+    // The machine's CPU time is read once per tick, by the sampler, and shared with the
+    // estimate.
+    let busy = std::sync::Arc::new(procs::MachineBusy::default());
+    let machine = MachineCpu::new(&ctx.topology)
+        .map_err(Error::failure)?
+        .publishing(busy.clone());
+    ctx.machine_busy = Some(busy);
     let (cpu, mut warnings) = open_cpu_source(source, &ctx)?;
     warnings.extend(cpu.warnings().iter().cloned());
     let mut used = vec![CategoryUse {
@@ -188,7 +195,7 @@ pub(crate) fn prepare_sampler(
         all.extend(s);
         used.push(u);
     }
-    let sampler = Sampler::new(all, only);
+    let sampler = Sampler::new(all, only).with_machine_cpu(machine);
     if sampler.domains().is_empty() {
         let names: Vec<&str> = only.iter().map(|k| k.name()).collect();
         return Err(Error::failure(format!(
@@ -205,7 +212,7 @@ pub(crate) fn prepare_sampler(
 }
 
 /// What the sampling loop waits for.
-pub(crate) enum Workload {
+pub enum Workload {
     /// The command joulerun started.
     Child { pid: Pid },
     /// A process joulerun attached to (`-p`); a pidfd when the kernel has pidfd_open.
@@ -218,7 +225,7 @@ pub(crate) enum Workload {
 
 /// Why the sampling loop ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Ended {
+pub enum Ended {
     /// The command exited (and was reaped).
     Exited(Exit),
     /// The attached process is gone.
@@ -232,7 +239,7 @@ pub(crate) enum Ended {
 /// The sampling loop: a tick every `interval` on a monotonic schedule (late ticks are
 /// skipped, never bunched), signal events taken between ticks, and a final tick right
 /// after the workload ends. `on_tick` sees the sampler after every tick.
-pub(crate) fn drive(
+pub fn drive(
     sampler: &mut Sampler,
     signals: &mut Signals,
     workload: &Workload,
@@ -362,36 +369,36 @@ fn load_baseline(
             Err(e) => return Err(Error::failure(format!("{e}\n  {or_skip}"))),
         },
     };
-    let interface = domains
-        .first()
-        .map(|d| d.source)
-        .unwrap_or(SourceKind::Estimate);
-    match b.check(&MachineIdentity::current(), interface, domains) {
-        Fit::Matches { watts, notes } => {
-            warnings.extend(
-                notes
-                    .into_iter()
-                    .map(|n| format!("baseline {}: {n}", path.display())),
-            );
-            Ok((
-                watts,
-                BaselineStatus {
-                    used: true,
-                    file: Some(path.display().to_string()),
-                    taken_at: Some(b.taken_at.clone()),
-                    note: None,
-                },
-            ))
-        }
-        Fit::Mismatch(why) => {
-            let msg = format!(
-                "ignoring the baseline in {}: {why}; recalibrate with `joulerun --basepower`",
-                path.display()
-            );
-            warnings.push(msg.clone());
-            Ok((Vec::new(), none(&msg, Some(path))))
-        }
+    let fit = b.fit(&MachineIdentity::current(), domains);
+    if let Some(why) = fit.ignored {
+        let msg = format!(
+            "ignoring the baseline in {}: {why}; recalibrate with `joulerun --basepower`",
+            path.display()
+        );
+        warnings.push(msg.clone());
+        return Ok((Vec::new(), none(&msg, Some(path))));
     }
+    warnings.extend(
+        fit.notes
+            .into_iter()
+            .map(|n| format!("baseline {}: {n}", path.display())),
+    );
+    if fit.watts.iter().all(Option::is_none) {
+        let msg = format!(
+            "the baseline in {} has none of this run's domains; recalibrate with `joulerun --basepower`",
+            path.display()
+        );
+        return Ok((Vec::new(), none(&msg, Some(path))));
+    }
+    Ok((
+        fit.watts,
+        BaselineStatus {
+            used: true,
+            file: Some(path.display().to_string()),
+            taken_at: Some(b.taken_at.clone()),
+            note: None,
+        },
+    ))
 }
 
 /// `-p PID`: the process must exist and not have exited yet.
@@ -454,16 +461,13 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     };
     let packages = ctx.topology.packages();
     let n_sockets = packages.len().max(1);
-    let mut machine = MachineCpu::new(&ctx.topology).map_err(Error::failure)?;
-    let mut mc_prev = MachineCpuSample::default();
-    machine.sample(&mut mc_prev);
     let is_slow: Vec<bool> = (0..sampler.domains().len())
         .map(|k| sampler.is_slow(k))
         .collect();
     let mut attributor = Attributor::new(
         sampler.domains(),
         &packages,
-        &mc_prev.cpus_per_socket,
+        &sampler.machine_now.cpus_per_socket,
         &baseline_w,
     )
     .with_interval_domains(&is_slow);
@@ -535,7 +539,6 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     if let Some(t) = tracker.as_mut() {
         t.sample(&mut tree_prev);
     }
-    let mut mc = MachineCpuSample::default();
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
@@ -550,7 +553,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             if let Some(t) = tracker.as_mut() {
                 t.sample(&mut tree);
             }
-            machine.sample(&mut mc);
+            let (mc, mc_prev) = (&sampler.machine_now, &sampler.machine_before);
             let self_now = procs::self_cpu_s();
             let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
             for i in 0..n_sockets {
@@ -573,7 +576,6 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 }
             }
             std::mem::swap(&mut tree, &mut tree_prev);
-            std::mem::swap(&mut mc, &mut mc_prev);
             self_prev = self_now;
             let end_s = sampler.elapsed_s();
             let view = TickView {

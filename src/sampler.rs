@@ -17,6 +17,7 @@ pub mod reader;
 use std::time::{Duration, Instant};
 
 use crate::counter::{Accumulator, Delta};
+use crate::procs::{MachineCpu, MachineCpuSample};
 use crate::sources::{Cadence, Domain, DomainKind, ReadError, Reading, Source};
 
 /// What went wrong with one domain during the run.
@@ -91,6 +92,12 @@ pub struct Sampler {
     /// Every interval that ended since the previous tick, fast and slow domains alike.
     pub intervals: Vec<Interval>,
     ticks: u64,
+    /// The machine's CPU time, read first in every tick (before the sources, so the
+    /// estimate uses this same reading).
+    machine: Option<MachineCpu>,
+    /// The machine CPU reading of this tick and of the one before.
+    pub machine_now: MachineCpuSample,
+    pub machine_before: MachineCpuSample,
 }
 
 /// How long the end of a run waits for a reader thread's last sample.
@@ -152,6 +159,25 @@ impl Sampler {
             energy: vec![None; n],
             intervals: Vec::with_capacity(n),
             ticks: 0,
+            machine: None,
+            machine_now: MachineCpuSample::default(),
+            machine_before: MachineCpuSample::default(),
+        }
+    }
+
+    /// Read the machine's CPU time at the start of every tick, before the sources (the
+    /// estimate shares this reading: see `OpenContext::machine_busy`).
+    pub fn with_machine_cpu(mut self, mut m: MachineCpu) -> Sampler {
+        m.sample(&mut self.machine_now);
+        self.machine_before = self.machine_now.clone();
+        self.machine = Some(m);
+        self
+    }
+
+    fn sample_machine(&mut self) {
+        if let Some(m) = self.machine.as_mut() {
+            std::mem::swap(&mut self.machine_now, &mut self.machine_before);
+            m.sample(&mut self.machine_now);
         }
     }
 
@@ -197,6 +223,7 @@ impl Sampler {
         let epoch = Instant::now();
         self.start = Some(epoch);
         self.last_t = 0.0;
+        self.sample_machine();
         self.read_fast(0.0);
         for s in &mut self.slow {
             if let Some(source) = s.source.take() {
@@ -212,10 +239,17 @@ impl Sampler {
     /// duration in seconds; `delta_j`, `power_w`, `energy` and `intervals` then hold the
     /// tick's values.
     pub fn tick(&mut self) -> f64 {
+        let dt = self.tick_fast();
+        self.collect_slow();
+        dt
+    }
+
+    /// Read the fast sources: the tick's time, its energies and powers.
+    fn tick_fast(&mut self) -> f64 {
         self.intervals.clear();
+        self.sample_machine();
         let t = self.now_s();
         self.read_fast(t);
-        self.collect_slow();
         let dt = (t - self.last_t).max(0.0);
         self.last_t = t;
         self.ticks += 1;
@@ -225,15 +259,17 @@ impl Sampler {
         dt
     }
 
-    /// The last tick of a run: stop the reader threads (each takes a last sample; a
-    /// reader stuck in a read is given [`READER_STOP_WAIT`], then left behind and its
-    /// domains marked unfinished), then tick.
+    /// The last tick of a run: the fast sources are read at once (the run ends now), then
+    /// the reader threads are stopped (each takes, or finishes, a last sample) and their
+    /// samples collected. A reader stuck in a read is given [`READER_STOP_WAIT`], then
+    /// left behind and its domains marked unfinished.
     pub fn final_tick(&mut self) -> f64 {
         for s in &mut self.slow {
             if let Some(r) = s.reader.as_mut() {
                 r.request_stop();
             }
         }
+        let dt = self.tick_fast();
         let deadline = Instant::now() + READER_STOP_WAIT;
         for s in &mut self.slow {
             if let Some(r) = s.reader.as_mut()
@@ -244,7 +280,8 @@ impl Sampler {
                 }
             }
         }
-        self.tick()
+        self.collect_slow();
+        dt
     }
 
     fn read_fast(&mut self, t: f64) {

@@ -4,8 +4,9 @@
 //! The sampling loop never waits for a reader: it takes what is queued. A read that blocks
 //! (a BMC that stops answering, a driver that hangs for a while) holds up this thread
 //! only; its samples are simply late, and the sampler integrates them over their own
-//! times. At the end of a run the loop asks the reader to stop: the reader takes one last
-//! sample (so its intervals reach the end), and the loop waits a bounded time for it.
+//! times. At the end of a run the loop asks the reader to stop: a reader waiting for its
+//! next read takes one last sample at once (so its intervals reach the end); one inside a
+//! read lets that read be the last. The loop waits a bounded time for it.
 //! A reader still stuck after that is left behind: a run never hangs on a device.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -72,7 +73,6 @@ impl Reader {
             let period = period.max(Duration::from_millis(1));
             let mut next = Instant::now();
             loop {
-                let stop_before = lock(&shared).stop;
                 let t_s = epoch.elapsed().as_secs_f64();
                 source.read(&mut buf);
                 let t_end_s = epoch.elapsed().as_secs_f64();
@@ -83,14 +83,10 @@ impl Reader {
                     t_end_s,
                     readings: buf.clone(),
                 });
-                // The stop arrived before this read began: this was the last sample.
-                // Devices that are all gone: nothing more to read.
-                if stop_before || all_gone {
+                // Asked to stop before or during this read: it ended after the request,
+                // so it is the last sample. Devices that are all gone: nothing more.
+                if st.stop || all_gone {
                     return;
-                }
-                if st.stop {
-                    // Asked to stop during the read: one more, taken now.
-                    continue;
                 }
                 // The next read on schedule; if late, a period from now (never bunched).
                 next += period;
@@ -98,6 +94,7 @@ impl Reader {
                 if next <= now {
                     next = now + period;
                 }
+                // Woken by a stop while waiting: the loop takes one last sample now.
                 while !st.stop {
                     let now = Instant::now();
                     if now >= next {

@@ -139,10 +139,17 @@ pub fn parse_proc_stat_busy(text: &str) -> Option<(u64, usize)> {
     busy.map(|b| (b, n.max(1)))
 }
 
+/// Where the estimate gets the machine's busy time.
+enum Busy {
+    /// Its own `/proc/stat` (when nothing else reads it: `joulerun list`, tests).
+    Own { stat: File, buf: String },
+    /// The sampler's machine CPU reading of this tick (a run, a calibration).
+    Shared(std::sync::Arc<crate::procs::MachineBusy>),
+}
+
 pub struct EstimateSource {
     domains: Vec<Domain>,
-    stat: File,
-    buf: String,
+    busy: Busy,
     n_cpus: usize,
     idle_w: f64,
     max_w: f64,
@@ -166,6 +173,10 @@ impl EstimateSource {
             .map_err(|e| unavailable(format!("read /proc/stat: {e}")))?;
         let (_, n_cpus) = parse_proc_stat_busy(&buf)
             .ok_or_else(|| unavailable("/proc/stat has no 'cpu' line".to_string()))?;
+        let busy = match &ctx.machine_busy {
+            Some(shared) => Busy::Shared(shared.clone()),
+            None => Busy::Own { stat, buf },
+        };
         let (idle_w, max_w) = ctx.cpu_watts.resolve(n_cpus);
         // SAFETY: sysconf has no memory-safety preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -174,8 +185,7 @@ impl EstimateSource {
                 Domain::new(DomainKind::Estimate, None, SourceKind::Estimate)
                     .with_max_power(CEILING_OVER_MODEL_MAX * max_w),
             ],
-            stat,
-            buf,
+            busy,
             n_cpus,
             idle_w,
             max_w,
@@ -190,14 +200,18 @@ impl EstimateSource {
 
     /// The machine's cumulative busy CPU time, seconds (summed over its CPUs).
     fn read_busy_s(&mut self) -> Result<f64, ReadError> {
-        self.buf.clear();
-        self.stat
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| self.stat.read_to_string(&mut self.buf))
-            .map_err(|e| ReadError::new(format!("read /proc/stat: {e}")))?;
-        let (busy, _) = parse_proc_stat_busy(&self.buf)
-            .ok_or_else(|| ReadError::new("/proc/stat has no 'cpu' line"))?;
-        Ok(busy as f64 / self.ticks_per_s)
+        match &mut self.busy {
+            Busy::Shared(shared) => Ok(shared.get().0),
+            Busy::Own { stat, buf } => {
+                buf.clear();
+                stat.seek(SeekFrom::Start(0))
+                    .and_then(|_| stat.read_to_string(buf))
+                    .map_err(|e| ReadError::new(format!("read /proc/stat: {e}")))?;
+                let (busy, _) = parse_proc_stat_busy(buf)
+                    .ok_or_else(|| ReadError::new("/proc/stat has no 'cpu' line"))?;
+                Ok(busy as f64 / self.ticks_per_s)
+            }
+        }
     }
 }
 
@@ -255,6 +269,7 @@ mod tests {
             root: crate::sysroot::SysRoot::default(),
             topology: crate::topology::Topology::default(),
             cpu_watts: CpuWatts::parse("10,20").unwrap(),
+            machine_busy: None,
         };
         let mut s = EstimateSource::open(&ctx).unwrap();
         // The source keeps no clock: the accumulator integrates its readings over the
@@ -301,6 +316,7 @@ mod tests {
             root: crate::sysroot::SysRoot::default(),
             topology: crate::topology::Topology::default(),
             cpu_watts: CpuWatts::parse("10,40").unwrap(),
+            machine_busy: None,
         };
         let s = EstimateSource::open(&ctx).unwrap();
         assert_eq!(s.domains()[0].max_power_w, 60.0);

@@ -621,6 +621,9 @@ pub struct OpenContext {
     pub topology: Topology,
     /// Estimate model coefficients.
     pub cpu_watts: estimate::CpuWatts,
+    /// The machine's busy CPU time as the sampler reads it every tick: the estimate uses
+    /// it instead of reading `/proc/stat` itself. `None`: the estimate reads its own.
+    pub machine_busy: Option<std::sync::Arc<crate::procs::MachineBusy>>,
 }
 
 impl OpenContext {
@@ -631,6 +634,7 @@ impl OpenContext {
             topology: Topology::read(&root),
             root,
             cpu_watts: estimate::CpuWatts::default(),
+            machine_busy: None,
         }
     }
 }

@@ -924,6 +924,7 @@ mod tests {
             root: SysRoot::new(t.path()),
             topology: one_package(),
             cpu_watts: Default::default(),
+            machine_busy: None,
         };
         assert_eq!(PerfSource::open(&ctx).err(), Some(e));
     }
@@ -1388,6 +1389,7 @@ mod tests {
             root: SysRoot::default(),
             topology: Topology::read(&SysRoot::default()),
             cpu_watts: Default::default(),
+            machine_busy: None,
         };
         match PerfSource::open(&ctx) {
             Ok(mut s) => {

@@ -30,7 +30,17 @@
 //! same and every domain of the run is in it (a run may select fewer domains with `-e`).
 //! A different kernel alone is accepted with a note.
 
-use std::ffi::OsString;
+mod calibration;
+mod fit;
+mod location;
+
+pub use calibration::{
+    BUSY_THRESHOLD, BusyVerdict, Calibration, PowerStats, PowerStatsAcc, WARN_THRESHOLD,
+    busy_verdict, power_stats,
+};
+pub use fit::{DomainFit, Fit, MachineIdentity, parse_cpu_model};
+pub use location::{ENV_VAR, default_path, path_from_env};
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -42,14 +52,8 @@ use crate::sources::{Domain, DomainKind, SourceKind};
 
 /// The version of the file format this joulerun reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
-/// Environment variable naming the baseline file (the CLI's `--baseline FILE` wins).
-pub const ENV_VAR: &str = "JOULERUN_BASELINE";
 /// Default calibration length.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
-/// Mean CPU utilisation (fraction of all CPUs) above which calibration is refused.
-pub const BUSY_THRESHOLD: f64 = 0.10;
-/// Mean CPU utilisation above which calibration is kept with a warning.
-pub const WARN_THRESHOLD: f64 = 0.05;
 /// Larger files are not baselines.
 const MAX_FILE_BYTES: u64 = 16 << 20;
 /// Largest idle power accepted for one domain, W: far above any CPU socket, GPU or
@@ -89,6 +93,13 @@ pub struct BaselineDomain {
     pub max_w: f64,
     /// Ticks that went into the statistics.
     pub samples: u64,
+    /// The interface it was read through (`powercap`, `hwmon`, ...). Files from before
+    /// per-domain baselines lack it: the file's `interface` is meant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The device (a GPU's index and uuid, a battery's name), when the file has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::sources::Device>,
 }
 
 /// A calibrated baseline and the conditions it was taken under.
@@ -112,118 +123,6 @@ pub struct Baseline {
     /// Highest utilisation of a single tick, when known.
     pub cpu_utilisation_max: Option<f64>,
     pub domains: Vec<BaselineDomain>,
-}
-
-/// What identifies the machine a baseline belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MachineIdentity {
-    pub hostname: String,
-    pub kernel: String,
-    pub cpu_model: String,
-}
-
-impl MachineIdentity {
-    /// This machine: `gethostname`, `uname` release, `/proc/cpuinfo`. Anything unreadable is
-    /// "unknown".
-    pub fn current() -> MachineIdentity {
-        let hostname = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown".to_string());
-        let cpu_model = crate::fsx::read_regular(std::path::Path::new("/proc/cpuinfo"), 16 << 20)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .map(|s| parse_cpu_model(&s))
-            .unwrap_or_else(|_| "unknown".to_string());
-        MachineIdentity {
-            hostname,
-            kernel: kernel_release(),
-            cpu_model,
-        }
-    }
-}
-
-fn kernel_release() -> String {
-    // SAFETY: `uname` fills a plain C struct we own; the fields are NUL-terminated arrays.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".to_string();
-    }
-    let bytes: Vec<u8> = u
-        .release
-        .iter()
-        // Scanned within its bounds: not every libc promises a terminating NUL.
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    let s = String::from_utf8_lossy(&bytes).trim().to_string();
-    if s.is_empty() {
-        "unknown".to_string()
-    } else {
-        s
-    }
-}
-
-/// The CPU model from the text of `/proc/cpuinfo`: the first `model name` (x86), else
-/// `Processor`/`cpu model`/`Hardware` (other architectures), else "unknown".
-pub fn parse_cpu_model(cpuinfo: &str) -> String {
-    for key in ["model name", "processor", "cpu model", "cpu", "hardware"] {
-        for line in cpuinfo.lines() {
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            let v = v.trim();
-            // x86 "processor : 0" is a CPU number, not a model.
-            if k.trim().eq_ignore_ascii_case(key)
-                && !v.is_empty()
-                && !v.chars().all(|c| c.is_ascii_digit())
-            {
-                return v.split_whitespace().collect::<Vec<_>>().join(" ");
-            }
-        }
-    }
-    "unknown".to_string()
-}
-
-/// Where the baseline lives by default: `$JOULERUN_BASELINE` if set, else
-/// `$XDG_STATE_HOME/joulerun/baseline.json` (an absolute `XDG_STATE_HOME` only, as the XDG
-/// spec says), else `$HOME/.local/state/joulerun/baseline.json`; `None` with none of them.
-pub fn default_path() -> Option<PathBuf> {
-    path_from_env(|k| std::env::var_os(k))
-}
-
-/// [`default_path`] with the environment given as a function (for tests).
-pub fn path_from_env(var: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
-    let get = |k: &str| var(k).filter(|v| !v.is_empty());
-    if let Some(p) = get(ENV_VAR) {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(state) = get("XDG_STATE_HOME").map(PathBuf::from)
-        && state.is_absolute()
-    {
-        return Some(state.join("joulerun").join("baseline.json"));
-    }
-    get("HOME").map(|h| {
-        PathBuf::from(h)
-            .join(".local")
-            .join("state")
-            .join("joulerun")
-            .join("baseline.json")
-    })
-}
-
-/// Whether a baseline can be used for this run.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fit {
-    /// It fits. `watts[i]` is the idle power of the run's domain `i` (always `Some` today;
-    /// an `Option` so that callers can pass it straight to `Attributor::new`). `notes`:
-    /// things worth a warning that do not invalidate it (a different kernel).
-    Matches {
-        watts: Vec<Option<f64>>,
-        notes: Vec<String>,
-    },
-    /// It does not fit, and why, in one sentence; the run goes on without it.
-    Mismatch(String),
 }
 
 impl Baseline {
@@ -254,6 +153,8 @@ impl Baseline {
                     min_w: s.min_w,
                     max_w: s.max_w,
                     samples: s.samples,
+                    interface: Some(d.source.name().to_string()),
+                    device: Some(d.device.clone()),
                 })
             })
             .collect();
@@ -274,61 +175,6 @@ impl Baseline {
             cpu_utilisation_max: cpu_utilisation.map(|u| u.1),
             domains,
         }
-    }
-
-    /// Whether this baseline fits a run on `machine` through `interface` with `domains`.
-    pub fn check(
-        &self,
-        machine: &MachineIdentity,
-        interface: SourceKind,
-        domains: &[Domain],
-    ) -> Fit {
-        if self.hostname != machine.hostname || self.cpu_model != machine.cpu_model {
-            return Fit::Mismatch(format!(
-                "the baseline was taken on host {} (CPU {}), this is host {} (CPU {})",
-                self.hostname, self.cpu_model, machine.hostname, machine.cpu_model
-            ));
-        }
-        if self.interface != interface.name() {
-            return Fit::Mismatch(format!(
-                "the baseline was measured through {}, this run reads {}",
-                self.interface,
-                interface.name()
-            ));
-        }
-        let mut watts = Vec::with_capacity(domains.len());
-        let mut missing = Vec::new();
-        for d in domains {
-            match self
-                .domains
-                .iter()
-                .find(|b| b.name == d.name && b.kind == d.kind.name() && b.socket == d.socket)
-            {
-                Some(b) => watts.push(Some(b.mean_w)),
-                None => missing.push(d.name.as_str()),
-            }
-        }
-        if !missing.is_empty() {
-            let have: Vec<&str> = self.domains.iter().map(|b| b.name.as_str()).collect();
-            return Fit::Mismatch(format!(
-                "the baseline has no {} (it has {}), recalibrate with `joulerun --basepower`",
-                missing.join(", "),
-                if have.is_empty() {
-                    "no domain".to_string()
-                } else {
-                    have.join(", ")
-                }
-            ));
-        }
-        let mut notes = Vec::new();
-        if self.kernel != machine.kernel {
-            notes.push(format!(
-                "the baseline was taken under kernel {}, this is {}: idle power may differ; \
-                 recalibrate with `joulerun --basepower` if in doubt",
-                self.kernel, machine.kernel
-            ));
-        }
-        Fit::Matches { watts, notes }
     }
 
     /// Write the file atomically (see [`Destination`]), creating its directory.
@@ -531,240 +377,11 @@ impl Destination {
     }
 }
 
-/// Idle power statistics of one domain.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct PowerStats {
-    /// `Σ E / Σ dt`, W.
-    pub mean_w: f64,
-    /// Time-weighted standard deviation of the per-tick power, W.
-    pub stddev_w: f64,
-    pub min_w: f64,
-    pub max_w: f64,
-    pub samples: u64,
-}
-
-/// Streaming [`PowerStats`]: feed `(dt, energy)` per tick (West's weighted algorithm, stable).
-#[derive(Clone, Debug, Default)]
-pub struct PowerStatsAcc {
-    time_s: f64,
-    mean_w: f64,
-    m2: f64,
-    min_w: f64,
-    max_w: f64,
-    samples: u64,
-}
-
-impl PowerStatsAcc {
-    pub fn new() -> PowerStatsAcc {
-        PowerStatsAcc::default()
-    }
-
-    /// Add one tick. Ignored when `dt_s <= 0`, or either value is not finite, or the energy
-    /// is negative.
-    pub fn push(&mut self, dt_s: f64, energy_j: f64) {
-        if !(dt_s.is_finite() && dt_s > 0.0 && energy_j.is_finite() && energy_j >= 0.0) {
-            return;
-        }
-        let p = energy_j / dt_s;
-        if !p.is_finite() {
-            return;
-        }
-        if self.samples == 0 {
-            self.min_w = p;
-            self.max_w = p;
-        } else {
-            self.min_w = self.min_w.min(p);
-            self.max_w = self.max_w.max(p);
-        }
-        self.samples += 1;
-        self.time_s += dt_s;
-        let old = self.mean_w;
-        self.mean_w += dt_s / self.time_s * (p - old);
-        self.m2 += dt_s * (p - old) * (p - self.mean_w);
-    }
-
-    /// The statistics, `None` without a valid tick.
-    pub fn finish(&self) -> Option<PowerStats> {
-        (self.samples > 0 && self.time_s > 0.0).then(|| PowerStats {
-            mean_w: self.mean_w,
-            stddev_w: (self.m2 / self.time_s).max(0.0).sqrt(),
-            min_w: self.min_w,
-            max_w: self.max_w,
-            samples: self.samples,
-        })
-    }
-}
-
-/// [`PowerStats`] of `(dt_s, energy_j)` ticks.
-pub fn power_stats(ticks: &[(f64, f64)]) -> Option<PowerStats> {
-    let mut acc = PowerStatsAcc::new();
-    for (dt, e) in ticks {
-        acc.push(*dt, *e);
-    }
-    acc.finish()
-}
-
-/// What to do with a calibration, given the machine's CPU utilisation during it.
-#[derive(Clone, Debug, PartialEq)]
-pub enum BusyVerdict {
-    /// Idle enough.
-    Ok,
-    /// Keep it, but say this.
-    Warn(String),
-    /// Do not store it; say this (suggests `--force`).
-    Refuse(String),
-}
-
-/// The rule: `> BUSY_THRESHOLD` refuses unless `force` (then warns); above
-/// `WARN_THRESHOLD` warns; unknown utilisation warns.
-pub fn busy_verdict(mean_utilisation: Option<f64>, force: bool) -> BusyVerdict {
-    let Some(u) = mean_utilisation.filter(|u| u.is_finite()) else {
-        return BusyVerdict::Warn(
-            "CPU utilisation during calibration is unknown: make sure the machine was idle"
-                .to_string(),
-        );
-    };
-    let pct = |x: f64| x * 100.0;
-    if u > BUSY_THRESHOLD {
-        let msg = format!(
-            "the machine was busy during calibration: {:.1} % mean CPU utilisation, above the \
-             {:.0} % limit; the baseline would include that load",
-            pct(u),
-            pct(BUSY_THRESHOLD)
-        );
-        if force {
-            BusyVerdict::Warn(format!("{msg} (kept because of --force)"))
-        } else {
-            BusyVerdict::Refuse(format!(
-                "{msg}. Stop other work and run `joulerun --basepower` again, or add --force to \
-                 keep it anyway"
-            ))
-        }
-    } else if u > WARN_THRESHOLD {
-        BusyVerdict::Warn(format!(
-            "the machine was not fully idle during calibration: {:.1} % mean CPU utilisation; \
-             the baseline may be a little high",
-            pct(u)
-        ))
-    } else {
-        BusyVerdict::Ok
-    }
-}
-
-/// Accumulates a calibration run: per-domain power statistics and CPU utilisation.
-#[derive(Clone, Debug)]
-pub struct Calibration {
-    stats: Vec<PowerStatsAcc>,
-    busy_s: f64,
-    all_s: f64,
-    max_util: Option<f64>,
-    duration_s: f64,
-}
-
-impl Calibration {
-    pub fn new(n_domains: usize) -> Calibration {
-        Calibration {
-            stats: vec![PowerStatsAcc::new(); n_domains],
-            busy_s: 0.0,
-            all_s: 0.0,
-            max_util: None,
-            duration_s: 0.0,
-        }
-    }
-
-    /// One tick: `energy_j[i]` of domain `i` (`None` when unknown), and the machine's busy
-    /// and idle CPU seconds this tick (all CPUs), `None` when not known.
-    pub fn tick(&mut self, dt_s: f64, energy_j: &[Option<f64>], cpu: Option<(f64, f64)>) {
-        if !(dt_s.is_finite() && dt_s > 0.0) {
-            return;
-        }
-        self.duration_s += dt_s;
-        for (acc, e) in self.stats.iter_mut().zip(energy_j) {
-            if let Some(e) = e {
-                acc.push(dt_s, *e);
-            }
-        }
-        if let Some((busy, idle)) = cpu
-            && busy.is_finite()
-            && idle.is_finite()
-            && busy >= 0.0
-            && idle >= 0.0
-            && busy + idle > 0.0
-        {
-            self.busy_s += busy;
-            self.all_s += busy + idle;
-            let u = busy / (busy + idle);
-            self.max_util = Some(self.max_util.map_or(u, |m: f64| m.max(u)));
-        }
-    }
-
-    /// Mean utilisation so far, `Σ busy / Σ (busy + idle)`.
-    pub fn utilisation(&self) -> Option<f64> {
-        (self.all_s > 0.0).then(|| self.busy_s / self.all_s)
-    }
-
-    /// Time covered by the ticks, s.
-    pub fn duration_s(&self) -> f64 {
-        self.duration_s
-    }
-
-    pub fn stats(&self) -> Vec<Option<PowerStats>> {
-        self.stats.iter().map(|a| a.finish()).collect()
-    }
-
-    /// The baseline, or `Err` naming the domains when none of them had a valid tick.
-    /// Domains without a valid tick are left out and named in the returned warnings.
-    pub fn finish(
-        &self,
-        machine: &MachineIdentity,
-        interface: SourceKind,
-        domains: &[Domain],
-        interval_ms: u64,
-        taken_at: SystemTime,
-    ) -> Result<(Baseline, Vec<String>), String> {
-        let stats = self.stats();
-        let missing: Vec<&str> = domains
-            .iter()
-            .zip(stats.iter().chain(std::iter::repeat(&None)))
-            .filter(|(_, s)| s.is_none())
-            .map(|(d, _)| d.name.as_str())
-            .collect();
-        if missing.len() == domains.len() {
-            return Err(format!(
-                "no energy could be measured during calibration (domains: {})",
-                missing.join(", ")
-            ));
-        }
-        let warnings = if missing.is_empty() {
-            Vec::new()
-        } else {
-            vec![format!(
-                "no idle power for {}: not read during calibration, left out of the baseline",
-                missing.join(", ")
-            )]
-        };
-        let util = self.utilisation().map(|u| (u, self.max_util.unwrap_or(u)));
-        let b = Baseline::new(
-            machine,
-            interface,
-            domains,
-            &stats,
-            self.duration_s,
-            interval_ms,
-            util,
-            taken_at,
-        );
-        Ok((b, warnings))
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
-    use std::fs::File;
-    use std::sync::atomic::Ordering;
 
-    fn machine() -> MachineIdentity {
+    pub(crate) fn machine() -> MachineIdentity {
         MachineIdentity {
             hostname: "box".to_string(),
             kernel: "6.8.0".to_string(),
@@ -772,7 +389,7 @@ mod tests {
         }
     }
 
-    fn domains() -> Vec<Domain> {
+    pub(crate) fn domains() -> Vec<Domain> {
         vec![
             Domain::new(DomainKind::Package, Some(0), SourceKind::Powercap),
             Domain::new(DomainKind::Dram, Some(0), SourceKind::Powercap),
@@ -780,7 +397,7 @@ mod tests {
         ]
     }
 
-    fn sample() -> Baseline {
+    pub(crate) fn sample() -> Baseline {
         let stats = [
             power_stats(&[(1.0, 20.0), (1.0, 22.0)]),
             power_stats(&[(1.0, 3.0)]),
@@ -798,7 +415,7 @@ mod tests {
         )
     }
 
-    fn files_in(dir: &Path) -> Vec<String> {
+    pub(crate) fn files_in(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -806,94 +423,14 @@ mod tests {
         v.sort();
         v
     }
+}
 
-    #[test]
-    fn stats_on_known_data() {
-        // 1 s at 10 W and 3 s at 20 W: mean 17.5 W (time-weighted), variance
-        // (1·7.5² + 3·2.5²)/4 = 18.75.
-        let s = power_stats(&[(1.0, 10.0), (0.5, 10.0), (2.5, 50.0)]).unwrap();
-        assert!((s.mean_w - 17.5).abs() < 1e-12, "{}", s.mean_w);
-        assert!((s.stddev_w - 18.75f64.sqrt()).abs() < 1e-12);
-        assert_eq!((s.min_w, s.max_w, s.samples), (10.0, 20.0, 3));
-        // Constant power: no spread.
-        let s = power_stats(&[(0.1, 1.0), (0.1, 1.0), (0.2, 2.0)]).unwrap();
-        assert!((s.mean_w - 10.0).abs() < 1e-12);
-        assert!(s.stddev_w < 1e-9);
-        // Invalid ticks are ignored; nothing valid: None.
-        let s = power_stats(&[
-            (0.0, 5.0),
-            (1.0, f64::NAN),
-            (-1.0, 1.0),
-            (1.0, -2.0),
-            (2.0, 4.0),
-        ]);
-        assert_eq!(s.unwrap().samples, 1);
-        assert_eq!(power_stats(&[]), None);
-        assert_eq!(power_stats(&[(0.0, 1.0)]), None);
-    }
-
-    #[test]
-    fn busy_machine_rule() {
-        assert_eq!(busy_verdict(Some(0.01), false), BusyVerdict::Ok);
-        assert_eq!(busy_verdict(Some(WARN_THRESHOLD), false), BusyVerdict::Ok);
-        assert!(matches!(
-            busy_verdict(Some(0.07), false),
-            BusyVerdict::Warn(_)
-        ));
-        assert!(matches!(
-            busy_verdict(Some(BUSY_THRESHOLD), false),
-            BusyVerdict::Warn(_)
-        ));
-        match busy_verdict(Some(0.35), false) {
-            BusyVerdict::Refuse(m) => {
-                assert!(
-                    m.contains("35.0 %") && m.contains("10 %") && m.contains("--force"),
-                    "{m}"
-                )
-            }
-            v => panic!("{v:?}"),
-        }
-        match busy_verdict(Some(0.35), true) {
-            BusyVerdict::Warn(m) => assert!(m.contains("--force"), "{m}"),
-            v => panic!("{v:?}"),
-        }
-        assert!(matches!(busy_verdict(None, false), BusyVerdict::Warn(_)));
-        assert!(matches!(
-            busy_verdict(Some(f64::NAN), false),
-            BusyVerdict::Warn(_)
-        ));
-    }
-
-    #[test]
-    fn calibration_accumulates() {
-        let d = domains();
-        let mut c = Calibration::new(d.len());
-        // dram never read; 10 % then 30 % busy over equal CPU time: 20 % mean.
-        c.tick(1.0, &[Some(20.0), None, Some(10.0)], Some((0.4, 3.6)));
-        c.tick(1.0, &[Some(22.0), None, Some(10.0)], Some((1.2, 2.8)));
-        c.tick(0.0, &[Some(999.0), None, Some(999.0)], Some((4.0, 0.0)));
-        assert!((c.utilisation().unwrap() - 0.2).abs() < 1e-12);
-        assert!(matches!(
-            busy_verdict(c.utilisation(), false),
-            BusyVerdict::Refuse(_)
-        ));
-        let (b, warnings) = c
-            .finish(&machine(), SourceKind::Powercap, &d, 100, UNIX_EPOCH)
-            .unwrap();
-        assert_eq!(b.domains.len(), 2);
-        assert_eq!(b.domains[0].mean_w, 21.0);
-        assert_eq!(b.domains[1].name, "package-1");
-        assert_eq!(b.duration_s, 2.0);
-        assert!((b.cpu_utilisation_max.unwrap() - 0.3).abs() < 1e-12);
-        assert_eq!(b.taken_at, "1970-01-01T00:00:00Z");
-        assert!(warnings[0].contains("dram-0"), "{warnings:?}");
-        // Nothing measured at all: an error.
-        let c = Calibration::new(d.len());
-        assert!(
-            c.finish(&machine(), SourceKind::Powercap, &d, 100, UNIX_EPOCH)
-                .is_err()
-        );
-    }
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use std::fs::File;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn round_trip() {
@@ -1043,130 +580,5 @@ mod tests {
         fs::create_dir(&d).unwrap();
         let e = Baseline::load(&d).unwrap_err();
         assert!(e.to_string().contains("dir.json"), "{e}");
-    }
-
-    #[test]
-    fn matching_machine() {
-        let b = sample();
-        let d = domains();
-        match b.check(&machine(), SourceKind::Powercap, &d) {
-            Fit::Matches { watts, notes } => {
-                assert_eq!(watts, vec![Some(21.0), Some(3.0), Some(18.0)]);
-                assert!(notes.is_empty());
-            }
-            f => panic!("{f:?}"),
-        }
-        // A subset, in another order (`-e package`): still matches, aligned to the run.
-        let sub = [d[2].clone(), d[0].clone()];
-        assert_eq!(
-            b.check(&machine(), SourceKind::Powercap, &sub),
-            Fit::Matches {
-                watts: vec![Some(18.0), Some(21.0)],
-                notes: vec![]
-            }
-        );
-        // Another kernel: matches with a note.
-        let mut m = machine();
-        m.kernel = "6.9.1".to_string();
-        match b.check(&m, SourceKind::Powercap, &d) {
-            Fit::Matches { notes, .. } => {
-                assert_eq!(notes.len(), 1);
-                assert!(notes[0].contains("6.8.0") && notes[0].contains("6.9.1"));
-            }
-            f => panic!("{f:?}"),
-        }
-    }
-
-    #[test]
-    fn mismatched_machine() {
-        let b = sample();
-        let mut m = machine();
-        m.hostname = "laptop".to_string();
-        m.cpu_model = "AMD Ryzen 7 5800U".to_string();
-        match b.check(&m, SourceKind::Powercap, &domains()) {
-            Fit::Mismatch(r) => assert_eq!(
-                r,
-                "the baseline was taken on host box (CPU Intel(R) Xeon(R) Gold 6130), this is \
-                 host laptop (CPU AMD Ryzen 7 5800U)"
-            ),
-            f => panic!("{f:?}"),
-        }
-        // Same host, new CPU.
-        let mut m = machine();
-        m.cpu_model = "other".to_string();
-        assert!(matches!(
-            b.check(&m, SourceKind::Powercap, &domains()),
-            Fit::Mismatch(_)
-        ));
-        // Another interface.
-        match b.check(&machine(), SourceKind::Perf, &domains()) {
-            Fit::Mismatch(r) => assert!(r.contains("powercap") && r.contains("perf"), "{r}"),
-            f => panic!("{f:?}"),
-        }
-    }
-
-    #[test]
-    fn mismatched_domains() {
-        let b = sample();
-        let mut d = domains();
-        d.push(Domain::new(DomainKind::Dram, Some(1), SourceKind::Powercap));
-        d.push(Domain::new(DomainKind::Psys, None, SourceKind::Powercap));
-        match b.check(&machine(), SourceKind::Powercap, &d) {
-            Fit::Mismatch(r) => {
-                assert!(r.contains("no dram-1, psys"), "{r}");
-                assert!(r.contains("package-0, dram-0, package-1"), "{r}");
-            }
-            f => panic!("{f:?}"),
-        }
-    }
-
-    #[test]
-    fn default_path_rules() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| OsString::from(v))
-            }
-        };
-        assert_eq!(
-            path_from_env(env(&[
-                ("JOULERUN_BASELINE", "/tmp/b.json"),
-                ("XDG_STATE_HOME", "/s"),
-                ("HOME", "/h")
-            ])),
-            Some(PathBuf::from("/tmp/b.json"))
-        );
-        assert_eq!(
-            path_from_env(env(&[
-                ("JOULERUN_BASELINE", ""),
-                ("XDG_STATE_HOME", "/s"),
-                ("HOME", "/h")
-            ])),
-            Some(PathBuf::from("/s/joulerun/baseline.json"))
-        );
-        assert_eq!(
-            path_from_env(env(&[("XDG_STATE_HOME", "relative"), ("HOME", "/h")])),
-            Some(PathBuf::from("/h/.local/state/joulerun/baseline.json"))
-        );
-        assert_eq!(path_from_env(env(&[])), None);
-    }
-
-    #[test]
-    fn cpu_model_parsing() {
-        let x86 =
-            "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R)  Core(TM) i7\n";
-        assert_eq!(parse_cpu_model(x86), "Intel(R) Core(TM) i7");
-        let arm = "processor\t: 0\nBogoMIPS\t: 48.00\nHardware\t: BCM2835\n";
-        assert_eq!(parse_cpu_model(arm), "BCM2835");
-        assert_eq!(parse_cpu_model(""), "unknown");
-        assert_eq!(parse_cpu_model("garbage\n:::\n"), "unknown");
-    }
-
-    #[test]
-    fn current_machine_does_not_panic() {
-        let m = MachineIdentity::current();
-        assert!(!m.hostname.is_empty() && !m.kernel.is_empty() && !m.cpu_model.is_empty());
     }
 }
