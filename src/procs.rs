@@ -409,6 +409,21 @@ impl TreeTracker {
         debug_assert_eq!(out.per_socket_s.len(), self.npkg);
     }
 
+    /// The command's processes as of the last [`TreeTracker::sample`] (`/proc`) or now
+    /// (cgroup), into `out`: what per-process interfaces (NVML's per-PID GPU use) are
+    /// filtered by. The root is always included while it runs.
+    pub fn pids(&mut self, out: &mut Vec<i32>) {
+        out.clear();
+        match &self.inner {
+            Inner::Cgroup(cg) => cg.processes(&mut self.text_buf, out),
+            Inner::Proc { tree, .. } => out.extend(tree.tracked_pids()),
+        }
+        if !out.contains(&self.root) && self.root_alive() {
+            out.push(self.root);
+        }
+        out.sort_unstable();
+    }
+
     /// Stop tracking; for a cgroup, move any survivors back to the parent and remove it.
     /// A failure to clean up is reported on stderr (see [`TreeTracker::finish_checked`]).
     pub fn finish(self) {

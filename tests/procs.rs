@@ -548,3 +548,68 @@ fn attach_errors_name_the_pid() {
     assert!(e.contains("itself"), "{e}");
     assert!(TreeTracker::attach(0, &topo()).is_err());
 }
+
+/// The command's processes, as listed by the tracker (both methods): the shell, its two
+/// sleeping children, and a grandchild; nothing of joulerun's.
+fn lists_the_tree(setup: TreeSetup) {
+    let dir = tempfile::tempdir().unwrap();
+    let pids_file = dir.path().join("pids");
+    let script = format!(
+        "sleep 5 & a=$!; sh -c 'sleep 5 & echo $! > {p}.g; wait' & b=$!; echo $a $b > {p}; wait",
+        p = pids_file.display()
+    );
+    let root = spawn(&setup, &script);
+    let mut t = setup.into_tracker(root, true, &topo());
+    let grand_file = dir.path().join("pids.g");
+    let start = Instant::now();
+    while !(pids_file.exists() && grand_file.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let want: Vec<i32> = std::fs::read_to_string(&pids_file)
+        .unwrap()
+        .split_whitespace()
+        .chain(
+            std::fs::read_to_string(&grand_file)
+                .unwrap()
+                .split_whitespace(),
+        )
+        .map(|s| s.to_string().parse().unwrap())
+        .collect();
+    // The /proc method knows the tree from its last sample.
+    let _ = sample(&mut t);
+    let mut got = Vec::new();
+    t.pids(&mut got);
+    assert!(got.contains(&root), "{got:?}");
+    for p in &want {
+        assert!(got.contains(p), "{p} missing from {got:?}");
+    }
+    assert!(!got.contains(&(std::process::id() as i32)));
+    // SAFETY: kill takes a pid and a signal number.
+    unsafe {
+        for p in want.iter().chain([&root]) {
+            libc::kill(*p, libc::SIGKILL);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(root, &mut status, 0) };
+    t.finish();
+}
+
+#[test]
+fn the_proc_tracker_lists_the_commands_processes() {
+    let _g = serial();
+    lists_the_tree(TreeSetup::prepare(TrackRequest::Proc).unwrap());
+}
+
+#[test]
+#[cfg_attr(
+    not(probe_cgroup2),
+    ignore = "needs a writable cgroup v2 (probe_cgroup2): mount cgroup2 and run as root or in a delegated cgroup, as CI does"
+)]
+fn the_cgroup_tracker_lists_the_commands_processes() {
+    let _g = serial();
+    lists_the_tree(cgroup_setup());
+}

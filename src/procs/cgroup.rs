@@ -329,6 +329,18 @@ impl Cgroup {
         }
     }
 
+    /// The process ids now in the cgroup.
+    pub fn processes(&self, buf: &mut Vec<u8>, out: &mut Vec<i32>) {
+        out.clear();
+        let procs = self.dir.join("cgroup.procs");
+        let Ok(c) = std::ffi::CString::new(procs.as_os_str().as_bytes()) else {
+            return;
+        };
+        if sys::read_at_vec(libc::AT_FDCWD, &c, buf).is_ok() {
+            parse::for_each_number(buf, |t| out.push(t));
+        }
+    }
+
     /// Move any surviving processes back to joulerun's own cgroup and remove this one.
     pub fn remove(&mut self) -> Result<(), String> {
         if self.removed {
