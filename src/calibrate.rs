@@ -61,11 +61,16 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
         &Workload::Timer { until_s: d },
         Duration::from_millis(plan.interval_ms),
         |s, dt| {
-            let (cur, prev) = (&s.machine_now, &s.machine_before);
-            let sum = |v: &[f64]| v.iter().sum::<f64>();
-            let busy = (sum(&cur.busy_s_per_socket) - sum(&prev.busy_s_per_socket)).max(0.0);
-            let idle = (sum(&cur.idle_s_per_socket) - sum(&prev.idle_s_per_socket)).max(0.0);
-            cal.tick(dt, &s.energy, Some((busy, idle)));
+            // CPU time is read every tick of 10 ms or more (every few ticks below that).
+            let cpu = s.usage_fresh().then(|| {
+                let (cur, prev) = (&s.machine_now, &s.machine_before);
+                let sum = |v: &[f64]| v.iter().sum::<f64>();
+                (
+                    (sum(&cur.busy_s_per_socket) - sum(&prev.busy_s_per_socket)).max(0.0),
+                    (sum(&cur.idle_s_per_socket) - sum(&prev.idle_s_per_socket)).max(0.0),
+                )
+            });
+            cal.tick(dt, &s.energy, cpu);
             // Domains read at their own cadence (a chassis, a battery): their samples.
             for i in &s.intervals {
                 if s.is_slow(i.domain) {

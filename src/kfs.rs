@@ -51,14 +51,23 @@ pub fn pread_at(fd: impl AsFd, buf: &mut [u8], offset: u64) -> io::Result<usize>
 
 /// `pread` from offset 0 into `buf` until the end of the file or a full buffer; with
 /// `value`, also after a read whose data ends in a newline.
+///
+/// A kernel file (sysfs, procfs, cgroupfs) hands over everything it has, up to the size
+/// asked, in one read: a read shorter than asked is the end of the file. Stopping there
+/// saves a second system call per tick, and for procfs files a second generation of the
+/// whole content (a read at a non-zero offset makes the kernel produce it again).
 fn pread_from_start(fd: RawFd, buf: &mut [u8], value: bool) -> io::Result<usize> {
     let mut len = 0;
     while len < buf.len() {
+        let asked = buf.len() - len;
         let n = pread_raw(fd, &mut buf[len..], len as u64)?;
         if n == 0 {
             return Ok(len);
         }
         len += n;
+        if n < asked {
+            return Ok(len);
+        }
         // sysfs hands over a whole attribute in one read; its newline ends it, which
         // saves a second system call per tick.
         if value && buf[len - 1] == b'\n' {
@@ -111,12 +120,34 @@ pub fn read_head(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
 
 /// All of a file into the growable `buf` (cleared first; it grows only when a file is
 /// larger than every one before it). `positional`: `pread` from offset 0 (a kept-open
-/// file re-read every tick), else sequential `read` from the descriptor's position.
+/// kernel file re-read every tick), else sequential `read` from the descriptor's position.
+///
+/// With `positional`, one `pread` of the whole buffer: a shorter read is the whole file
+/// (kernel files hand over all they have at once; see [`pread_head`]). A read that fills
+/// the buffer grows it and reads again from offset 0, so the content is always one
+/// generation of the file, never two glued together.
 pub fn read_to_vec(fd: impl AsFd, buf: &mut Vec<u8>, positional: bool) -> io::Result<()> {
     let fd = fd.as_fd().as_raw_fd();
     buf.clear();
     if buf.capacity() < 4096 {
         buf.reserve(4096);
+    }
+    if positional {
+        loop {
+            let spare = buf.spare_capacity_mut();
+            let room = spare.len();
+            let ptr = spare.as_mut_ptr().cast::<libc::c_void>();
+            // SAFETY: `ptr` and `room` describe the uninitialised tail of the empty `buf`;
+            // the kernel writes at most that many bytes, and only those become its content.
+            let n = retry(|| unsafe { libc::pread(fd, ptr, room, 0) })?;
+            if n < room {
+                // SAFETY: the kernel initialised `n` bytes at the start of `buf`.
+                unsafe { buf.set_len(n) };
+                return Ok(());
+            }
+            let cap = buf.capacity();
+            buf.reserve(cap * 2);
+        }
     }
     loop {
         let len = buf.len();
@@ -428,5 +459,27 @@ mod tests {
         let f = File::open("/proc/self/stat").unwrap();
         read_to_vec(&f, &mut buf, true).unwrap();
         assert!(buf.starts_with(std::process::id().to_string().as_bytes()));
+    }
+
+    #[test]
+    fn a_file_larger_than_the_buffer_is_read_whole_in_one_generation() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("big");
+        let content: Vec<u8> = (0..20_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        std::fs::write(&p, &content).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let mut buf = Vec::new();
+        read_to_vec(&f, &mut buf, true).unwrap();
+        assert_eq!(buf, content);
+        // Steady state: the same capacity serves the next read.
+        let cap = buf.capacity();
+        read_to_vec(&f, &mut buf, true).unwrap();
+        assert_eq!((buf.len(), buf.capacity()), (content.len(), cap));
+        // A small file: one read, whole.
+        std::fs::write(&p, b"cpu 1 2 3\n").unwrap();
+        read_to_vec(&f, &mut buf, true).unwrap();
+        assert_eq!(buf, b"cpu 1 2 3\n");
+        let mut head = [0u8; 512];
+        assert_eq!(pread_head(&f, &mut head).unwrap(), 10);
     }
 }

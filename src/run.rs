@@ -543,6 +543,12 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
     let mut tick_start = 0.0;
+    // The probe window: the fast ticks since usage was last read, summed, and the
+    // intervals waiting for the usage that covers them.
+    let n_domains = sampler.domains().len();
+    let mut win_dt = 0.0;
+    let mut win_energy: Vec<Option<f64>> = vec![Some(0.0); n_domains];
+    let mut pending: Vec<crate::sampler::Interval> = Vec::new();
 
     let ended = drive(
         &mut sampler,
@@ -550,33 +556,49 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         &workload,
         Duration::from_millis(interval_ms),
         |sampler, dt| {
-            if let Some(t) = tracker.as_mut() {
-                t.sample(&mut tree);
+            win_dt += dt;
+            for (w, e) in win_energy.iter_mut().zip(&sampler.energy) {
+                *w = match (*w, *e) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    _ => None,
+                };
             }
-            let (mc, mc_prev) = (&sampler.machine_now, &sampler.machine_before);
-            let self_now = procs::self_cpu_s();
-            let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
-            for i in 0..n_sockets {
-                tree_d[i] = (at(&tree.per_socket_s, i) - at(&tree_prev.per_socket_s, i)).max(0.0);
-                busy_d[i] =
-                    (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
-            }
-            attributor.tick(&TickInput {
-                dt_s: dt,
-                energy_j: &sampler.energy,
-                tree_cpu_s: &tree_d,
-                busy_cpu_s: &busy_d,
-                self_cpu_s: (self_now - self_prev).max(0.0),
-            });
-            // Domains with intervals of their own (slow ones, and devices without a CPU
-            // usage signal): split by the usage of those same intervals.
-            for i in &sampler.intervals {
-                if attributor.wants_interval(i.domain) {
+            pending.extend(
+                sampler
+                    .intervals
+                    .iter()
+                    .filter(|i| attributor.wants_interval(i.domain)),
+            );
+            if sampler.usage_fresh() {
+                if let Some(t) = tracker.as_mut() {
+                    t.sample(&mut tree);
+                }
+                let (mc, mc_prev) = (&sampler.machine_now, &sampler.machine_before);
+                let self_now = procs::self_cpu_s();
+                let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
+                for i in 0..n_sockets {
+                    tree_d[i] =
+                        (at(&tree.per_socket_s, i) - at(&tree_prev.per_socket_s, i)).max(0.0);
+                    busy_d[i] =
+                        (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
+                }
+                attributor.tick(&TickInput {
+                    dt_s: win_dt,
+                    energy_j: &win_energy,
+                    tree_cpu_s: &tree_d,
+                    busy_cpu_s: &busy_d,
+                    self_cpu_s: (self_now - self_prev).max(0.0),
+                });
+                // Domains with intervals of their own (slow ones, and devices without a
+                // CPU usage signal): split by the usage of those same intervals.
+                for i in pending.drain(..) {
                     attributor.interval(i.domain, i.start_s, i.end_s, i.energy_j);
                 }
+                std::mem::swap(&mut tree, &mut tree_prev);
+                self_prev = self_now;
+                win_dt = 0.0;
+                win_energy.iter_mut().for_each(|w| *w = Some(0.0));
             }
-            std::mem::swap(&mut tree, &mut tree_prev);
-            self_prev = self_now;
             let end_s = sampler.elapsed_s();
             let view = TickView {
                 start_s: tick_start,

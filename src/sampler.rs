@@ -98,7 +98,17 @@ pub struct Sampler {
     /// The machine CPU reading of this tick and of the one before.
     pub machine_now: MachineCpuSample,
     pub machine_before: MachineCpuSample,
+    /// When the machine CPU was last read, and whether this tick read it.
+    machine_t: f64,
+    machine_fresh: bool,
 }
+
+/// The shortest time between two readings of the CPU usage probes (the machine's
+/// `/proc/stat`, the command's tree): the kernel counts CPU time in clock ticks of 10 ms
+/// (USER_HZ = 100), so reading more often adds cost and no information. With a shorter
+/// sampling interval, usage is read every few ticks and attribution spans those ticks
+/// (docs/attribution.md, "Probe windows").
+pub const USAGE_PROBE_MIN_S: f64 = 0.010;
 
 /// How long the end of a run waits for a reader thread's last sample.
 pub const READER_STOP_WAIT: Duration = Duration::from_secs(2);
@@ -162,7 +172,16 @@ impl Sampler {
             machine: None,
             machine_now: MachineCpuSample::default(),
             machine_before: MachineCpuSample::default(),
+            machine_t: 0.0,
+            machine_fresh: false,
         }
+    }
+
+    /// Whether this tick read the CPU usage (always, with ticks of 10 ms or more; every
+    /// few ticks with shorter ones: [`USAGE_PROBE_MIN_S`]). Usage-based work (attribution)
+    /// runs on these ticks, over the time since the previous one.
+    pub fn usage_fresh(&self) -> bool {
+        self.machine_fresh
     }
 
     /// Read the machine's CPU time at the start of every tick, before the sources (the
@@ -174,7 +193,9 @@ impl Sampler {
         self
     }
 
-    fn sample_machine(&mut self) {
+    fn sample_machine(&mut self, t: f64) {
+        self.machine_fresh = true;
+        self.machine_t = t;
         if let Some(m) = self.machine.as_mut() {
             std::mem::swap(&mut self.machine_now, &mut self.machine_before);
             m.sample(&mut self.machine_now);
@@ -223,7 +244,7 @@ impl Sampler {
         let epoch = Instant::now();
         self.start = Some(epoch);
         self.last_t = 0.0;
-        self.sample_machine();
+        self.sample_machine(0.0);
         self.read_fast(0.0);
         for s in &mut self.slow {
             if let Some(source) = s.source.take() {
@@ -239,16 +260,22 @@ impl Sampler {
     /// duration in seconds; `delta_j`, `power_w`, `energy` and `intervals` then hold the
     /// tick's values.
     pub fn tick(&mut self) -> f64 {
-        let dt = self.tick_fast();
+        let dt = self.tick_fast(false);
         self.collect_slow();
         dt
     }
 
-    /// Read the fast sources: the tick's time, its energies and powers.
-    fn tick_fast(&mut self) -> f64 {
+    /// Read the fast sources: the tick's time, its energies and powers. The usage probe
+    /// is read first when its period has passed, or `forced` (the last tick).
+    fn tick_fast(&mut self, forced: bool) -> f64 {
         self.intervals.clear();
-        self.sample_machine();
         let t = self.now_s();
+        // Half a millisecond of slack: a 10 ms tick that fires a little early still reads.
+        if forced || t - self.machine_t >= USAGE_PROBE_MIN_S - 0.0005 {
+            self.sample_machine(t);
+        } else {
+            self.machine_fresh = false;
+        }
         self.read_fast(t);
         let dt = (t - self.last_t).max(0.0);
         self.last_t = t;
@@ -269,7 +296,7 @@ impl Sampler {
                 r.request_stop();
             }
         }
-        let dt = self.tick_fast();
+        let dt = self.tick_fast(true);
         let deadline = Instant::now() + READER_STOP_WAIT;
         for s in &mut self.slow {
             if let Some(r) = s.reader.as_mut()
