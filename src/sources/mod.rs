@@ -10,6 +10,7 @@
 //! behaves like sysfs and the production code path is the one under test.
 
 pub mod estimate;
+pub mod hwmon;
 pub mod msr;
 pub mod perf;
 pub mod powercap;
@@ -618,7 +619,8 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Perf => Box::new(perf::PerfSource::open(ctx)?),
         SourceKind::Msr => Box::new(msr::MsrSource::open(ctx)?),
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
-        SourceKind::Hwmon | SourceKind::Battery => {
+        SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
+        SourceKind::Battery => {
             return Err(Unavailable::new(
                 kind,
                 UnavailableKind::NotPresent,
