@@ -9,6 +9,7 @@
 //! Every source is opened from a [`SysRoot`], so tests point it at a fake tree that
 //! behaves like sysfs and the production code path is the one under test.
 
+pub mod battery;
 pub mod estimate;
 pub mod hwmon;
 pub mod msr;
@@ -620,13 +621,6 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Msr => Box::new(msr::MsrSource::open(ctx)?),
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
         SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
-        SourceKind::Battery => {
-            return Err(Unavailable::new(
-                kind,
-                UnavailableKind::NotPresent,
-                "WIP",
-                None,
-            ));
-        }
+        SourceKind::Battery => Box::new(battery::BatterySource::open(ctx)?),
     })
 }
