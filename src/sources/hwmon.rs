@@ -457,9 +457,19 @@ fn gpu_channel(channels: &[ChannelInfo]) -> Option<&ChannelInfo> {
         .or_else(|| of_kind().next())
 }
 
-/// A PSU's input-power channel: labelled `pin` (PMBus), or corsairpsu's `power total`.
+/// Whether a label names a PMBus input power: `pin`, or `pin1` on a device whose input
+/// power is paged (the PMBus core then numbers it by page).
+fn is_pin_label(c: &ChannelInfo) -> bool {
+    c.label.as_deref().is_some_and(|l| {
+        l.strip_prefix("pin")
+            .is_some_and(|rest| rest.is_empty() || rest == "1")
+    })
+}
+
+/// A PSU's input-power channel: labelled `pin` (PMBus; `pin1`, the first page's, when the
+/// PMBus core pages it), or corsairpsu's `power total`.
 fn psu_channel(channels: &[ChannelInfo]) -> Option<&ChannelInfo> {
-    let input = |c: &&ChannelInfo| label_is(c, "pin") || label_is(c, "power total");
+    let input = |c: &&ChannelInfo| is_pin_label(c) || label_is(c, "power total");
     let kind = best_kind(channels.iter().filter(input))?;
     channels.iter().filter(input).find(|c| c.kind == kind)
 }
@@ -1344,6 +1354,13 @@ mod tests {
         assert_eq!(psu_channel(&pmbus).unwrap().file, "power1_input");
         let outputs = [ch(PowerInput, 2, Some("pout1"))];
         assert!(psu_channel(&outputs).is_none());
+        let paged = [
+            ch(PowerInput, 1, Some("pin1")),
+            ch(PowerInput, 2, Some("pin2")),
+        ];
+        assert_eq!(psu_channel(&paged).unwrap().file, "power1_input");
+        let pinned = [ch(PowerInput, 1, Some("pins"))];
+        assert!(psu_channel(&pinned).is_none());
         let corsair = [
             ch(PowerInput, 1, Some("power total")),
             ch(PowerInput, 2, Some("power +12v")),
