@@ -350,8 +350,10 @@ pub struct Attributor {
     total: EnergySplit,
     /// The CPU parts alone (the reference for a GPU without a usage signal).
     cpu_parts: EnergySplit,
-    /// The whole-machine domains (chassis, battery).
+    /// The whole-machine domains of one category (the chassis when the run has it, else a
+    /// battery: both would count the machine twice; see `report::totals`).
     whole: EnergySplit,
+    whole_category: Category,
     rest: RestOfSystem,
     below_baseline_s: f64,
     overhead_cpu_s: f64,
@@ -420,6 +422,14 @@ impl Attributor {
             total: EnergySplit::default(),
             cpu_parts: EnergySplit::default(),
             whole: EnergySplit::default(),
+            whole_category: if domains
+                .iter()
+                .any(|d| d.place == Place::Whole && d.category() == Category::Chassis)
+            {
+                Category::Chassis
+            } else {
+                Category::Battery
+            },
             rest: RestOfSystem::default(),
             below_baseline_s: 0.0,
             overhead_cpu_s: 0.0,
@@ -559,7 +569,7 @@ impl Attributor {
                     }
                 }
             }
-            Place::Whole => {
+            Place::Whole if self.devices[d].category() == self.whole_category => {
                 self.whole.add_tick(&tick);
                 self.whole.measured_s += dt;
                 if split.below_baseline {
@@ -577,7 +587,7 @@ impl Attributor {
                     r.negative_j += parts - energy_j;
                 }
             }
-            Place::Inside(_) | Place::Overlaps => {}
+            Place::Whole | Place::Inside(_) | Place::Overlaps => {}
         }
     }
 

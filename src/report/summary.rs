@@ -5,7 +5,7 @@ use std::ffi::OsString;
 
 use crate::config::Price;
 use crate::sampler::Sampler;
-use crate::sources::{DomainKind, Place, SourceKind};
+use crate::sources::{Category, DomainKind, Place, SourceKind};
 use crate::workload::Exit;
 
 use super::{
@@ -25,19 +25,20 @@ pub struct Totals {
 }
 
 /// The total, from the structure of the domains: the whole-machine domains when one was
-/// measured (it had readings), otherwise the sum of the parts. Domains inside another
-/// one, or overlapping several, are never added. Each domain's `in_total` is set to
-/// whether it is in the total.
+/// measured (it had readings), otherwise the sum of the parts. The whole is one category's
+/// (the chassis at the wall when measured, else a discharging battery: both at once would
+/// count the machine twice). Domains inside another one, or overlapping several, are
+/// never added. Each domain's `in_total` is set to whether it is in the total.
 pub fn totals(domains: &mut [DomainSummary]) -> Totals {
-    let whole_measured = domains
-        .iter()
-        .any(|d| d.place == Place::Whole && d.measured_s > 0.0);
-    let of = if whole_measured { "whole" } else { "parts" };
-    let wanted = if whole_measured {
-        Place::Whole
-    } else {
-        Place::Part
+    let measured_whole = |c: Category| {
+        domains
+            .iter()
+            .any(|d| d.place == Place::Whole && d.category == c && d.measured_s > 0.0)
     };
+    let whole = [Category::Chassis, Category::Battery]
+        .into_iter()
+        .find(|c| measured_whole(*c));
+    let of = if whole.is_some() { "whole" } else { "parts" };
     let mut t = Totals {
         energy_j: 0.0,
         of,
@@ -45,7 +46,10 @@ pub fn totals(domains: &mut [DomainSummary]) -> Totals {
         estimated: false,
     };
     for d in domains.iter_mut() {
-        d.in_total = d.place == wanted;
+        d.in_total = match whole {
+            Some(c) => d.place == Place::Whole && d.category == c,
+            None => d.place == Place::Part,
+        };
         if d.in_total {
             t.energy_j += d.energy_j;
             t.estimated |= d.estimated;
@@ -313,7 +317,9 @@ mod tests {
         assert_eq!(t.domains, ["package-0", "dram-0", "gpu-0"]);
         assert!(d[0].in_total && !d[1].in_total && !d[4].in_total);
         // A chassis with readings: it is the total, the parts are inside it.
-        d.push(dom("chassis", Place::Whole, 500.0, 3.0));
+        let mut chassis = dom("chassis", Place::Whole, 500.0, 3.0);
+        chassis.category = Category::Chassis;
+        d.push(chassis);
         let t = totals(&mut d);
         assert_eq!((t.energy_j, t.of), (500.0, "whole"));
         assert_eq!(t.domains, ["chassis"]);
@@ -325,8 +331,18 @@ mod tests {
         // Two PSUs make the whole together.
         d[5].measured_s = 3.0;
         d[5].energy_j = 300.0;
-        d.push(dom("psu-1", Place::Whole, 250.0, 3.0));
+        d[5].category = Category::Chassis;
+        let mut psu = dom("psu-1", Place::Whole, 250.0, 3.0);
+        psu.category = Category::Chassis;
+        d.push(psu);
         assert_eq!(totals(&mut d).energy_j, 550.0);
+        // A battery measured beside the chassis is not added on top of it.
+        let mut bat = dom("BAT0", Place::Whole, 40.0, 3.0);
+        bat.category = Category::Battery;
+        d.push(bat);
+        let t = totals(&mut d);
+        assert_eq!((t.energy_j, t.domains.len()), (550.0, 2));
+        assert!(!d[7].in_total);
         // Nothing measured: 0, never -0.
         let mut none: Vec<DomainSummary> = Vec::new();
         let t = totals(&mut none);

@@ -9,7 +9,9 @@
 //! Every source is opened from a [`SysRoot`], so tests point it at a fake tree that
 //! behaves like sysfs and the production code path is the one under test.
 
+pub mod battery;
 pub mod estimate;
+pub mod hwmon;
 pub mod msr;
 pub mod perf;
 pub mod powercap;
@@ -654,21 +656,21 @@ pub fn open_for(
     kind: SourceKind,
     ctx: &OpenContext,
 ) -> Result<Box<dyn Source>, Unavailable> {
-    match (cat, kind) {
-        (Category::Cpu, k) if SourceKind::AUTO_ORDER.contains(&k) => open(k, ctx),
-        (c, k) if interfaces(c).contains(&k) => Err(Unavailable::new(
-            k,
-            UnavailableKind::NotPresent,
-            format!("the {k} reader of the {c} category is not part of this build yet"),
-            None,
-        )),
-        (c, k) => Err(Unavailable::new(
-            k,
-            UnavailableKind::Invalid,
-            format!("{k} does not measure the {c} category"),
-            None,
-        )),
-    }
+    Ok(match (cat, kind) {
+        (Category::Cpu, k) if SourceKind::AUTO_ORDER.contains(&k) => return open(k, ctx),
+        (Category::Gpu, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_gpu(ctx)?),
+        (Category::Chassis, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_chassis(ctx)?),
+        (Category::Meter, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_meters(ctx)?),
+        (Category::Battery, SourceKind::Battery) => Box::new(battery::BatterySource::open(ctx)?),
+        (c, k) => {
+            return Err(Unavailable::new(
+                k,
+                UnavailableKind::Invalid,
+                format!("{k} does not measure the {c} category"),
+                None,
+            ));
+        }
+    })
 }
 
 /// Open one interface.
@@ -678,13 +680,7 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Perf => Box::new(perf::PerfSource::open(ctx)?),
         SourceKind::Msr => Box::new(msr::MsrSource::open(ctx)?),
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
-        SourceKind::Hwmon | SourceKind::Battery => {
-            return Err(Unavailable::new(
-                kind,
-                UnavailableKind::NotPresent,
-                "WIP",
-                None,
-            ));
-        }
+        SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
+        SourceKind::Battery => Box::new(battery::BatterySource::open(ctx)?),
     })
 }

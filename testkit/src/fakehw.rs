@@ -1,6 +1,7 @@
 //! Fake hardware trees for tests: a powercap sysfs tree, CPU topology files, `/proc/cpuinfo`
 //! and `/dev/cpu/N/msr` files under a root directory, plus [`CounterDriver`], a thread
-//! that advances counters at a known power.
+//! that advances counters at a known power (and holds power files, and drains battery
+//! gauges: the trees of [`crate::fakehwmon`] and [`crate::fakebattery`]).
 //!
 //! Part of the `joulerun-testkit` crate, a dev-dependency of joulerun: it is never in the
 //! shipped library or binary. It never touches anything outside the root it is given.
@@ -334,14 +335,25 @@ impl FakeMsr {
 /// How a driven counter is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CounterFormat {
-    /// A powercap `energy_uj`: 20-digit zero-padded decimal at offset 0.
+    /// A rising counter (powercap `energy_uj`, hwmon `energyN_input`): 20-digit
+    /// zero-padded decimal at offset 0.
     Decimal,
     /// A fake MSR: little-endian u64 at this register's offset ([`FakeMsr::offset`]).
     MsrAt(u64),
+    /// A power file (hwmon `powerN_input` / `powerN_average`, a battery's `power_now`):
+    /// `start` (µW) written as 20-digit decimal, constant (until a [`Jump`] sets another).
+    Power,
+    /// A battery's `energy_now` or `charge_now`: 20-digit decimal going *down* from
+    /// `start` at `watts`, changed only every `update_every` as firmwares do:
+    /// `start - floor(watts * t_q / joules_per_unit)` with `t` rounded down to a multiple
+    /// of `update_every` (never below 0).
+    Draining { update_every: Duration },
 }
 
 /// One counter for [`CounterDriver`]: its value at `t` seconds after the start is
-/// `(start + floor(watts * t / joules_per_unit)) mod range`, until its [`Jump`], if any.
+/// `(start + floor(watts * t / joules_per_unit)) mod range` ([`CounterFormat::Decimal`],
+/// [`CounterFormat::MsrAt`]), `start` ([`CounterFormat::Power`]), or a draining value
+/// ([`CounterFormat::Draining`]), until its [`Jump`], if any.
 #[derive(Clone, Debug)]
 pub struct DrivenCounter {
     pub path: PathBuf,
@@ -397,6 +409,72 @@ impl DrivenCounter {
         }
     }
 
+    /// A hwmon `energyN_input` (µJ) at `watts`: a 64-bit counter as the drivers keep it.
+    pub fn hwmon_energy(path: impl Into<PathBuf>, watts: f64, start_uj: u64) -> Self {
+        DrivenCounter {
+            path: path.into(),
+            format: CounterFormat::Decimal,
+            watts,
+            joules_per_unit: 1e-6,
+            range: u64::MAX,
+            start: start_uj,
+            jump: None,
+        }
+    }
+
+    /// A power file (µW) holding `watts`: hwmon `powerN_input` / `powerN_average`, a
+    /// battery's `power_now`. A [`Jump`] sets another raw µW value.
+    pub fn power(path: impl Into<PathBuf>, watts: f64) -> Self {
+        DrivenCounter {
+            path: path.into(),
+            format: CounterFormat::Power,
+            watts,
+            joules_per_unit: 1e-6,
+            range: u64::MAX,
+            start: (watts * 1e6).round().max(0.0) as u64,
+            jump: None,
+        }
+    }
+
+    /// A battery's `energy_now` (µWh) draining at `watts` from `start_uwh`, updated by
+    /// the "firmware" every `update_every`.
+    pub fn battery_energy(
+        path: impl Into<PathBuf>,
+        watts: f64,
+        start_uwh: u64,
+        update_every: Duration,
+    ) -> Self {
+        DrivenCounter {
+            path: path.into(),
+            format: CounterFormat::Draining { update_every },
+            watts,
+            joules_per_unit: 3.6e-3,
+            range: u64::MAX,
+            start: start_uwh,
+            jump: None,
+        }
+    }
+
+    /// A battery's `charge_now` (µAh) draining at `watts` from `start_uah` at a constant
+    /// `volts` (write the same voltage in `voltage_now`), updated every `update_every`.
+    pub fn battery_charge(
+        path: impl Into<PathBuf>,
+        watts: f64,
+        volts: f64,
+        start_uah: u64,
+        update_every: Duration,
+    ) -> Self {
+        DrivenCounter {
+            path: path.into(),
+            format: CounterFormat::Draining { update_every },
+            watts,
+            joules_per_unit: 3.6e-3 * volts,
+            range: u64::MAX,
+            start: start_uah,
+            jump: None,
+        }
+    }
+
     /// The same counter, set to `to` as soon as `trigger` exists (see [`Jump`]).
     pub fn jump_when(mut self, trigger: impl Into<PathBuf>, to: u64) -> Self {
         self.jump = Some(Jump {
@@ -408,22 +486,14 @@ impl DrivenCounter {
 
     /// The raw value `elapsed` after the start (no jump).
     pub fn value_at(&self, elapsed: Duration) -> u64 {
-        Self::advance(
-            self.start,
-            self.watts,
-            self.joules_per_unit,
-            self.range,
-            elapsed,
-        )
+        self.value_from(self.start, self.range, elapsed)
     }
 
     /// The raw value `elapsed` after the start when the jump happened at `jumped_at`.
     pub fn value_after_jump(&self, elapsed: Duration, jumped_at: Option<Duration>) -> u64 {
         match (&self.jump, jumped_at) {
-            (Some(j), Some(at)) => Self::advance(
+            (Some(j), Some(at)) => self.value_from(
                 j.to,
-                self.watts,
-                self.joules_per_unit,
                 // A value at or above the range stays there and runs on (unwrapped).
                 if j.to >= self.range {
                     u64::MAX
@@ -433,6 +503,26 @@ impl DrivenCounter {
                 elapsed.saturating_sub(at),
             ),
             _ => self.value_at(elapsed),
+        }
+    }
+
+    /// The raw value `d` after it was `from`.
+    fn value_from(&self, from: u64, range: u64, d: Duration) -> u64 {
+        match self.format {
+            CounterFormat::Decimal | CounterFormat::MsrAt(_) => {
+                Self::advance(from, self.watts, self.joules_per_unit, range, d)
+            }
+            CounterFormat::Power => from,
+            CounterFormat::Draining { update_every } => {
+                let step = update_every.as_nanos().max(1);
+                let t = Duration::from_nanos(
+                    u64::try_from(d.as_nanos() / step * step).unwrap_or(u64::MAX),
+                );
+                // A millionth of a unit absorbs float error (18 J / 3.6 mJ is 5000, not
+                // 4999.999...).
+                let units = (self.watts * t.as_secs_f64() / self.joules_per_unit + 1e-6).max(0.0);
+                from.saturating_sub(units.min(u64::MAX as f64) as u64)
+            }
         }
     }
 
@@ -459,7 +549,9 @@ impl Open {
         }
         let v = self.counter.value_after_jump(elapsed, self.jumped_at);
         match self.counter.format {
-            CounterFormat::Decimal => self.file.write_all_at(energy_text(v).as_bytes(), 0),
+            CounterFormat::Decimal | CounterFormat::Power | CounterFormat::Draining { .. } => {
+                self.file.write_all_at(energy_text(v).as_bytes(), 0)
+            }
             CounterFormat::MsrAt(reg) => self
                 .file
                 .write_all_at(&v.to_le_bytes(), FakeMsr::offset(reg)),
@@ -467,8 +559,9 @@ impl Open {
     }
 }
 
-/// A background thread advancing counters at constant power, rewriting every file about
-/// every millisecond, until stopped or dropped. Write errors (a file removed by the test)
+/// A background thread advancing counters at constant power (holding power files, draining
+/// battery gauges: see [`CounterFormat`]), rewriting every file about every millisecond,
+/// until stopped or dropped. Write errors (a file removed by the test)
 /// are ignored for that counter.
 pub struct CounterDriver {
     stop: Arc<AtomicBool>,
@@ -638,6 +731,31 @@ mod tests {
         }
         drop(driver);
         assert!(read_uj(&path) < 10_000_000);
+    }
+
+    #[test]
+    fn power_files_hold_and_batteries_drain_in_firmware_steps() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let p = DrivenCounter::power("/nonexistent", 45.5);
+        assert_eq!(p.value_at(s(0)), 45_500_000);
+        assert_eq!(p.value_at(s(100)), 45_500_000);
+        let j = DrivenCounter::power("/nonexistent", 45.0).jump_when("/t", 90_000_000);
+        assert_eq!(j.value_after_jump(s(5), Some(s(1))), 90_000_000);
+        assert_eq!(j.value_after_jump(s(5), None), 45_000_000);
+        // 36 W is 10 mWh a second: 5000 µWh per 500 ms update.
+        let b = DrivenCounter::battery_energy("/nonexistent", 36.0, 40_000_000, ms(500));
+        assert_eq!(b.value_at(ms(0)), 40_000_000);
+        assert_eq!(b.value_at(ms(499)), 40_000_000);
+        assert_eq!(b.value_at(ms(500)), 39_995_000);
+        assert_eq!(b.value_at(ms(1999)), 39_985_000);
+        // 36 W at 12 V is 3 A: 833.3 µAh a second.
+        let c = DrivenCounter::battery_charge("/nonexistent", 36.0, 12.0, 3_000_000, s(1));
+        assert_eq!(c.value_at(ms(999)), 3_000_000);
+        assert_eq!(c.value_at(s(1)), 3_000_000 - 833);
+        // Never below empty.
+        let e = DrivenCounter::battery_energy("/nonexistent", 1000.0, 10, ms(1));
+        assert_eq!(e.value_at(s(10)), 0);
     }
 
     #[test]

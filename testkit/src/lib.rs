@@ -2,10 +2,16 @@
 //! uses this crate as a dev-dependency only.
 //!
 //! * [`fakehw`]: fake hardware trees under a root directory (powercap sysfs, CPU topology,
-//!   `/proc/cpuinfo`, `/dev/cpu/N/msr`) and a thread that advances counters at a known
-//!   power.
+//!   `/proc/cpuinfo`, `/dev/cpu/N/msr`) and a thread that drives counters, power files and
+//!   battery gauges at a known power.
+//! * [`fakehwmon`]: a fake `/sys/class/hwmon` (GPUs, power meters, power supplies, other
+//!   sensors) and ready-made machines.
+//! * [`fakebattery`]: a fake `/sys/class/power_supply` (batteries, AC adapters, peripheral
+//!   batteries) and a laptop on battery.
 //!
 //! Doubles that are not Rust libraries (a fake `libnvidia-ml.so`, an `LD_PRELOAD` shim)
 //! are workspace members of their own beside this one (see `docs/architecture.md`).
 
+pub mod fakebattery;
 pub mod fakehw;
+pub mod fakehwmon;
