@@ -12,7 +12,7 @@ use crate::baseline::{Baseline, BaselineError, MachineIdentity};
 use crate::cli::{SourceArg, TrackArg};
 use crate::error::{Error, Result};
 use crate::plan::{BaselineChoice, Categories, Common, Pick, RunPlan};
-use crate::procs::{self, MachineCpu, TrackRequest, TreeCpu, TreeTracker};
+use crate::procs::{self, MachineCpu, TrackRequest, TreeTracker};
 use crate::report::sink::{self, TickView};
 use crate::report::summary::{self, SummaryInput};
 use crate::report::{AttributionReport, BaselineStatus, CategoryUse, Mode};
@@ -479,14 +479,14 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let self_cpu0 = procs::self_cpu_s();
 
     // Start: the first reading right before the command starts.
-    let mut tracker: Option<TreeTracker> = None;
     let workload = match mode {
         Mode::Pid => {
             let pid = plan.pid.unwrap_or(0);
             check_attachable(pid)?;
-            tracker = Some(TreeTracker::attach(pid, &ctx.topology).map_err(Error::usage)?);
+            let t = TreeTracker::attach(pid, &ctx.topology).map_err(Error::usage)?;
             signals.set_phase(Phase::Running);
             sampler.start();
+            sampler.set_tree(t);
             Workload::Attached {
                 pid,
                 pidfd: workload::pidfd_open(pid).ok(),
@@ -519,7 +519,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 {
                     warnings.push(why.to_string());
                 }
-                tracker = Some(t);
+                sampler.set_tree(t);
             }
             Workload::Child { pid }
         }
@@ -532,13 +532,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     for s in sinks.iter_mut() {
         s.started();
     }
-    let method = tracker.as_ref().map(|t| t.method());
-
-    let mut tree = TreeCpu::default();
-    let mut tree_prev = TreeCpu::default();
-    if let Some(t) = tracker.as_mut() {
-        t.sample(&mut tree_prev);
-    }
+    let method = sampler.tree().map(|t| t.method());
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
@@ -570,9 +564,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                     .filter(|i| attributor.wants_interval(i.domain)),
             );
             if sampler.usage_fresh() {
-                if let Some(t) = tracker.as_mut() {
-                    t.sample(&mut tree);
-                }
+                let (tree, tree_prev) = (&sampler.tree_now, &sampler.tree_before);
                 let (mc, mc_prev) = (&sampler.machine_now, &sampler.machine_before);
                 let self_now = procs::self_cpu_s();
                 let at = |v: &[f64], i: usize| v.get(i).copied().unwrap_or(0.0);
@@ -594,7 +586,6 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 for i in pending.drain(..) {
                     attributor.interval(i.domain, i.start_s, i.end_s, i.energy_j);
                 }
-                std::mem::swap(&mut tree, &mut tree_prev);
                 self_prev = self_now;
                 win_dt = 0.0;
                 win_energy.iter_mut().for_each(|w| *w = Some(0.0));
@@ -616,7 +607,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
         },
     );
     signals.set_phase(Phase::Finishing);
-    if let Some(t) = tracker {
+    if let Some(t) = sampler.take_tree() {
         t.finish();
     }
     let mut failures = Vec::new();

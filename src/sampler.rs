@@ -17,7 +17,7 @@ pub mod reader;
 use std::time::{Duration, Instant};
 
 use crate::counter::{Accumulator, Delta};
-use crate::procs::{MachineCpu, MachineCpuSample};
+use crate::procs::{MachineCpu, MachineCpuSample, TreeCpu, TreeTracker};
 use crate::sources::{Cadence, Domain, DomainKind, ReadError, Reading, Source};
 
 /// What went wrong with one domain during the run.
@@ -98,6 +98,11 @@ pub struct Sampler {
     /// The machine CPU reading of this tick and of the one before.
     pub machine_now: MachineCpuSample,
     pub machine_before: MachineCpuSample,
+    /// The command's process tree, read just before the machine (so CPU time used
+    /// between the two reads counts as busy, never as the command's beyond it).
+    tree: Option<TreeTracker>,
+    pub tree_now: TreeCpu,
+    pub tree_before: TreeCpu,
     /// When the machine CPU was last read, and whether this tick read it.
     machine_t: f64,
     machine_fresh: bool,
@@ -174,7 +179,27 @@ impl Sampler {
             machine_before: MachineCpuSample::default(),
             machine_t: 0.0,
             machine_fresh: false,
+            tree: None,
+            tree_now: TreeCpu::default(),
+            tree_before: TreeCpu::default(),
         }
+    }
+
+    /// Follow the command's tree from now on (call it once the command has started); it
+    /// is read with the machine CPU, first.
+    pub fn set_tree(&mut self, mut t: TreeTracker) {
+        t.sample(&mut self.tree_before);
+        self.tree_now = self.tree_before.clone();
+        self.tree = Some(t);
+    }
+
+    pub fn tree(&self) -> Option<&TreeTracker> {
+        self.tree.as_ref()
+    }
+
+    /// The tracker, for its clean-up at the end.
+    pub fn take_tree(&mut self) -> Option<TreeTracker> {
+        self.tree.take()
     }
 
     /// Whether this tick read the CPU usage (always, with ticks of 10 ms or more; every
@@ -196,6 +221,10 @@ impl Sampler {
     fn sample_machine(&mut self, t: f64) {
         self.machine_fresh = true;
         self.machine_t = t;
+        if let Some(tr) = self.tree.as_mut() {
+            std::mem::swap(&mut self.tree_now, &mut self.tree_before);
+            tr.sample(&mut self.tree_now);
+        }
         if let Some(m) = self.machine.as_mut() {
             std::mem::swap(&mut self.machine_now, &mut self.machine_before);
             m.sample(&mut self.machine_now);
