@@ -329,6 +329,21 @@ impl Accumulator {
         let window = prev.map_or(0.0, |(t0, _)| (t_end_s.max(t_s) - t0).max(0.0));
         let allowed = plausible_max_j(self.max_w, window);
         let per_s = |j: f64| j / window.max(1e-3);
+        // A rise of `j` joules that is plausible, or a glitch saying what it would mean.
+        let checked = |j: f64| {
+            if j <= allowed {
+                Ok(j)
+            } else {
+                Err((
+                    GlitchKind::Jump {
+                        by_j: j,
+                        window_s: window,
+                        implied_w: per_s(j),
+                    },
+                    true,
+                ))
+            }
+        };
         let outcome = match (prev, r) {
             (
                 _,
@@ -348,19 +363,7 @@ impl Accumulator {
             ) => {
                 let joules = |units: u128| units as f64 * jpu;
                 if c >= p {
-                    let j = joules(u128::from(c - p));
-                    if j <= allowed {
-                        Ok(j)
-                    } else {
-                        Err((
-                            GlitchKind::Jump {
-                                by_j: j,
-                                window_s: window,
-                                implied_w: per_s(j),
-                            },
-                            true,
-                        ))
-                    }
+                    checked(joules(u128::from(c - p)))
                 } else {
                     let by_j = joules(u128::from(p - c));
                     let wrapped = match wrap {
@@ -453,19 +456,7 @@ impl Accumulator {
                 },
             ) => {
                 let dt = (t_s - t0).max(0.0);
-                let j = estimate::model_energy_j(idle_w, max_w, dt, b1 - b0, cpus);
-                if j <= allowed {
-                    Ok(j)
-                } else {
-                    Err((
-                        GlitchKind::Jump {
-                            by_j: j,
-                            window_s: window,
-                            implied_w: per_s(j),
-                        },
-                        true,
-                    ))
-                }
+                checked(estimate::model_energy_j(idle_w, max_w, dt, b1 - b0, cpus))
             }
             // First reading, or a source that changed its kind of reading: no energy yet.
             _ => {

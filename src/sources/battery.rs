@@ -201,20 +201,7 @@ pub fn permission_fix(path: &Path) -> String {
 }
 
 fn open_error(path: &Path, err: &io::Error) -> Unavailable {
-    match err.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Unavailable::new(
-            SourceKind::Battery,
-            UnavailableKind::Permission,
-            format!("cannot read {}: permission denied", path.display()),
-            Some(permission_fix(path)),
-        ),
-        _ => Unavailable::new(
-            SourceKind::Battery,
-            UnavailableKind::Invalid,
-            format!("cannot read {}: {err}", path.display()),
-            None,
-        ),
-    }
+    Unavailable::from_open_error(SourceKind::Battery, path, err, || permission_fix(path))
 }
 
 /// A kept-open file of a battery.

@@ -851,20 +851,7 @@ pub fn permission_fix(path: &Path) -> String {
 /// EPERM are [`UnavailableKind::Permission`] naming the file, anything else
 /// [`UnavailableKind::Invalid`].
 pub fn classify_open_error(path: &Path, err: &io::Error) -> Unavailable {
-    match err.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => Unavailable::new(
-            SourceKind::Hwmon,
-            UnavailableKind::Permission,
-            format!("cannot read {}: permission denied", path.display()),
-            Some(permission_fix(path)),
-        ),
-        _ => Unavailable::new(
-            SourceKind::Hwmon,
-            UnavailableKind::Invalid,
-            format!("cannot read {}: {err}", path.display()),
-            None,
-        ),
-    }
+    Unavailable::from_open_error(SourceKind::Hwmon, path, err, || permission_fix(path))
 }
 
 /// One opened channel.

@@ -607,6 +607,31 @@ impl Unavailable {
         }
     }
 
+    /// Why an interface is unavailable after opening `path` failed with `err`: EACCES and
+    /// EPERM are [`UnavailableKind::Permission`] with `permission_fix`; anything else is
+    /// [`UnavailableKind::Invalid`], naming the path and the OS error.
+    pub fn from_open_error(
+        source_kind: SourceKind,
+        path: &std::path::Path,
+        err: &std::io::Error,
+        permission_fix: impl FnOnce() -> String,
+    ) -> Unavailable {
+        match err.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) => Unavailable::new(
+                source_kind,
+                UnavailableKind::Permission,
+                format!("cannot read {}: permission denied", path.display()),
+                Some(permission_fix()),
+            ),
+            _ => Unavailable::new(
+                source_kind,
+                UnavailableKind::Invalid,
+                format!("cannot read {}: {err}", path.display()),
+                None,
+            ),
+        }
+    }
+
     /// The reason and the fix on one or two lines, for messages.
     pub fn explain(&self) -> String {
         match &self.fix {
