@@ -5,6 +5,7 @@
 pub mod attribution;
 pub mod baseline;
 pub mod calibrate;
+pub mod carbon;
 pub mod cli;
 pub mod config;
 pub mod counter;
