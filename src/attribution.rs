@@ -686,6 +686,18 @@ impl Attributor {
         self.record_point();
     }
 
+    /// The command's energy so far over the run's total (the whole machine when measured,
+    /// else the parts): what `summary().command_total_j` would say, without building a
+    /// summary (streaming sinks read it every tick).
+    pub fn command_j(&self) -> f64 {
+        let t = if self.whole.measured_s > 0.0 {
+            &self.whole
+        } else {
+            &self.total
+        };
+        t.command_dynamic_j + t.command_static_j
+    }
+
     /// The attribution so far.
     pub fn summary(&self) -> AttributionSummary {
         let per_domain: Vec<DomainAttribution> = self

@@ -35,6 +35,20 @@ pub struct Cli {
 pub enum Sub {
     /// List every energy interface, the domains each gives, and why one does not work.
     List(ListArgs),
+    /// Draw a saved CSV timeline (`--csv`, schema 2) as an SVG or HTML plot.
+    Plot(PlotArgs),
+}
+
+/// `joulerun plot RUN.csv -o FILE.svg` (issue 12).
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// A CSV timeline written by `joulerun --csv` (schema 2).
+    #[arg(value_name = "RUN.csv")]
+    pub input: PathBuf,
+
+    /// Where to write the plot: FILE.svg, or FILE.html for a self-contained page.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -154,6 +168,40 @@ pub struct RunArgs {
     /// Do not use any baseline for this run.
     #[arg(long, conflicts_with = "baseline")]
     pub no_baseline: bool,
+
+    // Carbon, OpenMetrics, plots (issue 12)
+    /// Grid carbon intensity, gCO2e per kWh (0 to 2000)
+    /// [env: JOULERUN_CARBON_INTENSITY].
+    #[arg(long, value_name = "G_PER_KWH", conflicts_with = "region")]
+    pub carbon_intensity: Option<String>,
+
+    /// Country whose annual average grid intensity to use, ISO 3166 (DE, FR, US...)
+    /// [env: JOULERUN_REGION] [default: the world average].
+    #[arg(long, value_name = "CODE")]
+    pub region: Option<String>,
+
+    /// Power usage effectiveness of the facility (1.0 to 3.0): adds its energy and CO2e
+    /// [env: JOULERUN_PUE].
+    #[arg(long, value_name = "RATIO")]
+    pub pue: Option<String>,
+
+    /// Write the run's metrics as Prometheus text (node_exporter's textfile collector) to
+    /// FILE, replaced atomically.
+    #[arg(long, value_name = "FILE")]
+    pub openmetrics: Option<PathBuf>,
+
+    /// Push the run's metrics to a Prometheus Pushgateway (http://HOST:PORT) at the end;
+    /// a failure is a warning.
+    #[arg(long, value_name = "URL")]
+    pub push: Option<String>,
+
+    /// The `job` of the metrics (the Pushgateway's grouping key) [default: joulerun].
+    #[arg(long, value_name = "NAME")]
+    pub push_job: Option<String>,
+
+    /// Draw power over time to FILE: .svg, or .html for a self-contained page.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
 
     #[command(flatten)]
     pub common: CommonArgs,

@@ -16,6 +16,7 @@ pub mod kfs;
 pub mod list;
 pub mod output;
 pub mod plan;
+pub mod plot_cmd;
 pub mod procs;
 pub mod report;
 pub mod run;

@@ -42,6 +42,8 @@ fn main() -> ExitCode {
     let env = plan::process_env;
     let result = match &cli.subcommand {
         Some(Sub::List(args)) => list::list(args),
+        // Carbon, OpenMetrics, plots (issue 12)
+        Some(Sub::Plot(args)) => joulerun::plot_cmd::plot(args, &env),
         None if cli.run.basepower => plan::calibrate(&cli.run, &cli.command, &env)
             .and_then(|p| joulerun::calibrate::calibrate(&p, &mut signals)),
         None => plan::run(&cli.run, &cli.command, &env).and_then(|p| run::run(&p, &mut signals)),

@@ -207,6 +207,13 @@ pub struct RunPlan {
     pub report: Option<Requested>,
     pub json: Option<Requested>,
     pub csv: Option<Requested>,
+    // Carbon, OpenMetrics, plots (issue 12)
+    pub carbon: crate::carbon::Carbon,
+    pub openmetrics: Option<Requested>,
+    pub push: Option<crate::report::push::PushTarget>,
+    /// The `job` label of the metrics (`--push-job`).
+    pub push_job: String,
+    pub plot: Option<Requested>,
 }
 
 fn requested(flag: &'static str, what: &'static str, p: &Option<PathBuf>) -> Option<Requested> {
@@ -266,6 +273,23 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         report: requested("-o", "the report", &args.output),
         json: requested("--json", "the JSON summary", &args.json),
         csv: requested("--csv", "the CSV timeline", &args.csv),
+        // Carbon, OpenMetrics, plots (issue 12)
+        carbon: crate::carbon::resolve(
+            &crate::carbon::CarbonSettings {
+                intensity_flag: args.carbon_intensity.clone(),
+                region_flag: args.region.clone(),
+                pue_flag: args.pue.clone(),
+            },
+            env,
+        )?,
+        openmetrics: requested("--openmetrics", "the metrics", &args.openmetrics),
+        push: args
+            .push
+            .as_deref()
+            .map(crate::report::push::PushTarget::parse)
+            .transpose()?,
+        push_job: crate::report::openmetrics::parse_job(args.push_job.as_deref())?,
+        plot: requested("--plot", "the plot", &args.plot),
     };
     if mode == Mode::Pid && args.track.is_some() {
         return Err(Error::usage(
@@ -277,11 +301,17 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
             "--track has no effect with -a: the whole machine is measured, no process tree",
         ));
     }
-    let mut outs: Vec<Requested> = [&plan.report, &plan.json, &plan.csv]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let mut outs: Vec<Requested> = [
+        &plan.report,
+        &plan.json,
+        &plan.csv,
+        &plan.openmetrics,
+        &plan.plot,
+    ]
+    .into_iter()
+    .flatten()
+    .cloned()
+    .collect();
     // The report goes to stderr unless -o says otherwise: nothing else may go there.
     if plan.report.is_none() && !crate::output::stderr_closed_at_start() {
         outs.push(Requested {
@@ -356,6 +386,14 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         (args.track.is_some(), "--track"),
         (args.price.is_some(), "--price"),
         (args.currency.is_some(), "--currency"),
+        // Carbon, OpenMetrics, plots (issue 12)
+        (args.carbon_intensity.is_some(), "--carbon-intensity"),
+        (args.region.is_some(), "--region"),
+        (args.pue.is_some(), "--pue"),
+        (args.openmetrics.is_some(), "--openmetrics"),
+        (args.push.is_some(), "--push"),
+        (args.push_job.is_some(), "--push-job"),
+        (args.plot.is_some(), "--plot"),
     ] {
         if given {
             return refuse(flag, "it only applies to a measured run");

@@ -444,6 +444,12 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
 
     // Outputs: temporary files now (an unwritable destination stops here), in place later.
     let mut sinks = sink::for_run(plan.report.as_ref(), plan.json.as_ref(), plan.csv.as_ref())?;
+    // Carbon, OpenMetrics, plots (issue 12)
+    sinks.extend(crate::report::plot::issue12_sinks(
+        plan,
+        &baseline_w,
+        sampler.domains(),
+    )?);
 
     let track = match plan.track {
         TrackArg::Auto => TrackRequest::Auto,
@@ -599,6 +605,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 power_w: &sampler.power_w,
                 is_slow: &is_slow,
                 intervals: &sampler.intervals,
+                command_j: attribute.then(|| attributor.command_j()),
             };
             for s in sinks.iter_mut() {
                 s.tick(&view);
@@ -638,6 +645,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             baseline: baseline_status,
             summary: attribution,
         }),
+        carbon: &plan.carbon,
     });
     let status = exit.map_or(0, |e| e.status());
     for s in sinks {

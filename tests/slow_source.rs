@@ -133,6 +133,7 @@ fn a_reader_blocking_500_ms_per_read_never_delays_the_tick() {
                 power_w: &s.power_w,
                 is_slow: &is_slow,
                 intervals: &s.intervals,
+                command_j: None,
             });
             tick_start = end_s;
         },

@@ -291,6 +291,7 @@ mod tests {
                 power_w: &[10.0, 5.0, 0.0],
                 is_slow: &[],
                 intervals,
+                command_j: None,
             };
         let mut text = String::from_utf8(f.header()).unwrap();
         let mut v = view(0.0, 0.1, &[1.0, 0.5, 0.0], &[]);

@@ -3,6 +3,10 @@
 
 pub mod csv;
 pub mod json;
+// Carbon, OpenMetrics, plots (issue 12)
+pub mod openmetrics;
+pub mod plot;
+pub mod push;
 pub mod sink;
 pub mod summary;
 pub mod table;
@@ -168,6 +172,8 @@ pub struct Summary {
     pub domains: Vec<DomainSummary>,
     pub total: Total,
     pub cost: Cost,
+    /// CO2e of `total` and of the command's share, with the intensity used (issue 12).
+    pub emissions: crate::carbon::Emissions,
     /// The command's share (absent with `-a`).
     pub attribution: Option<AttributionReport>,
     pub overhead: Overhead,

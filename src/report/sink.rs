@@ -34,6 +34,9 @@ pub struct TickView<'a> {
     pub is_slow: &'a [bool],
     /// Every interval that ended in this tick, fast and slow domains alike.
     pub intervals: &'a [Interval],
+    /// The command's attributed energy so far (`Attributor::command_j`), J; `None` with
+    /// `-a` (issue 12: the plot shades the command's share).
+    pub command_j: Option<f64>,
 }
 
 pub trait Sink {

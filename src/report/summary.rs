@@ -74,6 +74,8 @@ pub struct SummaryInput<'a> {
     pub warnings: Vec<String>,
     pub categories: Vec<super::CategoryUse>,
     pub attribution: Option<AttributionReport>,
+    /// Intensity and PUE for the emissions (issue 12).
+    pub carbon: &'a crate::carbon::Carbon,
 }
 
 /// The warnings about one domain's readings, in the order a report lists them.
@@ -259,6 +261,12 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
             currency: i.price.currency.clone(),
             amount: kwh * i.price.per_kwh,
         },
+        emissions: crate::carbon::emissions(
+            t.energy_j,
+            i.attribution.as_ref().map(|a| a.summary.command_total_j),
+            i.carbon,
+            t.estimated,
+        ),
         attribution: i.attribution,
         overhead: Overhead {
             cpu_s: i.self_cpu_s,

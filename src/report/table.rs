@@ -163,6 +163,27 @@ pub fn render(s: &Summary) -> String {
             crate::text::escape_line(&s.cost.currency)
         ),
     ]);
+    // Carbon (issue 12): keys no longer than "joulerun overhead", which sets the column.
+    let em = &s.emissions;
+    k.add_row(vec![
+        "CO2e".to_string(),
+        format!(
+            "{}{est} at {}",
+            crate::carbon::fmt_grams(em.g_co2e),
+            intensity_note(em)
+        ),
+    ]);
+    if let (Some(pue), Some(kwh), Some(g)) = (em.pue, em.facility_kwh, em.facility_g_co2e) {
+        k.add_row(vec![
+            "facility".to_string(),
+            format!(
+                "{}, {} CO2e{est} at PUE {}",
+                fmt_kwh(kwh * super::J_PER_KWH),
+                crate::carbon::fmt_grams(g),
+                sig(pue, 3)
+            ),
+        ]);
+    }
     if let Some(e) = &s.exit
         && e.status != 0
     {
@@ -184,7 +205,7 @@ pub fn render(s: &Summary) -> String {
 
     if let Some(a) = &s.attribution {
         out.push('\n');
-        out.push_str(&render_attribution(a, s.estimated));
+        out.push_str(&render_attribution(a, s.estimated, &s.emissions));
     }
 
     if !s.warnings.is_empty() {
@@ -199,7 +220,36 @@ pub fn render(s: &Summary) -> String {
     out
 }
 
-fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
+/// "480.6 g/kWh, world average 2023 (Ember/Our World in Data via codecarbon 3.3.2)",
+/// "380.95 g/kWh, DE (Germany) 2023 (...)", "250 g/kWh, given by --carbon-intensity".
+fn intensity_note(em: &crate::carbon::Emissions) -> String {
+    use crate::carbon::Basis;
+    let what = match em.basis {
+        Basis::WorldAverage => "world average".to_string(),
+        Basis::Region => format!(
+            "{} ({})",
+            em.region.as_deref().unwrap_or("?"),
+            em.region_name.as_deref().unwrap_or("?")
+        ),
+        Basis::Given => format!("given by {}", em.source),
+    };
+    let from = match (em.basis, em.year) {
+        (Basis::Given, _) => String::new(),
+        (_, Some(y)) => format!(" {y} ({})", em.source),
+        (_, None) => format!(" ({})", em.source),
+    };
+    format!(
+        "{} g/kWh, {}{from}",
+        sig(em.intensity_g_per_kwh, 4),
+        crate::text::escape_line(&what)
+    )
+}
+
+fn render_attribution(
+    a: &AttributionReport,
+    estimated: bool,
+    em: &crate::carbon::Emissions,
+) -> String {
     let m = &a.summary;
     let t = &m.total;
     let est = if estimated { " (estimated)" } else { "" };
@@ -245,6 +295,13 @@ fn render_attribution(a: &AttributionReport, estimated: bool) -> String {
         format!("{}{est}", fmt_joules(m.command_total_j)),
         fmt_kwh(m.command_total_j),
     ]);
+    if let Some(g) = em.command_g_co2e {
+        k.add_row(vec![
+            "command CO2e".to_string(),
+            format!("{}{est}", crate::carbon::fmt_grams(g)),
+            format!("at {} g/kWh", sig(em.intensity_g_per_kwh, 4)),
+        ]);
+    }
     k.add_row(vec![
         "joulerun itself".to_string(),
         format!("{}{est}", fmt_joules(m.overhead_j)),
