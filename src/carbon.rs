@@ -188,6 +188,12 @@ pub fn fmt_grams(g: f64) -> String {
     }
 }
 
+/// An intensity for reading, to 0.01 g/kWh without trailing zeros: "480.62", "200".
+pub fn fmt_intensity(g_per_kwh: f64) -> String {
+    let s = format!("{:.2}", crate::text::no_negative_zero(g_per_kwh));
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 /// The table's entry for an ISO 3166-1 alpha-2 or alpha-3 code, any case.
 pub fn lookup(code: &str) -> Option<&'static Entry> {
     let c = code.trim().to_ascii_uppercase();
@@ -425,6 +431,10 @@ mod tests {
         assert_eq!(fmt_grams(3400.0), "3.40 kg");
         assert_eq!(fmt_grams(1.2e6), "1.20 t");
         assert_eq!(fmt_grams(-0.0), "0.00 g");
+        assert_eq!(fmt_intensity(480.62), "480.62");
+        assert_eq!(fmt_intensity(200.0), "200");
+        assert_eq!(fmt_intensity(56.1), "56.1");
+        assert_eq!(fmt_intensity(0.0), "0");
     }
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<OsString> {

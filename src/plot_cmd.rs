@@ -159,7 +159,7 @@ pub fn plot(args: &PlotArgs, env: Env<'_>) -> Result<i32> {
     let path = &args.input;
     let text = crate::fsx::read_regular(path, MAX_CSV_BYTES).map_err(|e| bad(path, e))?;
     let t = timeline_of_csv(path, &text)?;
-    let energy_j: f64 = t.total_power().iter().sum::<f64>() * t.bucket_s();
+    let energy_j = t.total_j();
     let estimated = t.series.iter().any(|s| s.kind == DomainKind::Estimate);
     let em = crate::carbon::emissions(energy_j, None, &carbon, estimated);
     let est = if estimated { " (estimated)" } else { "" };
@@ -178,7 +178,7 @@ pub fn plot(args: &PlotArgs, env: Env<'_>) -> Result<i32> {
                 &price.currency
             ),
             crate::carbon::fmt_grams(em.g_co2e),
-            crate::report::sig(em.intensity_g_per_kwh, 4),
+            crate::carbon::fmt_intensity(em.intensity_g_per_kwh),
         ),
         notes: vec![
             "from a saved timeline: the command's share and the baseline are not in it".to_string(),

@@ -291,6 +291,19 @@ impl Timeline {
         out
     }
 
+    /// The run's energy, J: the whole machine's when measured, else the sum of the
+    /// parts (as `report::totals` decides).
+    pub fn total_j(&self) -> f64 {
+        let sum = |role: Role| -> f64 {
+            (0..self.series.len())
+                .filter(|&k| self.series[k].role == role)
+                .map(|k| self.energy.iter().map(|r| r[k]).sum::<f64>())
+                .sum()
+        };
+        let whole = sum(Role::Whole);
+        if whole > 0.0 { whole } else { sum(Role::Part) }
+    }
+
     /// The command's power per bucket, W.
     pub fn command_power(&self) -> Vec<f64> {
         self.command
@@ -340,7 +353,7 @@ impl PlotInfo {
                 super::fmt_kwh(s.total.energy_j),
                 super::fmt_money(s.cost.amount, &crate::text::escape_line(&s.cost.currency)),
                 crate::carbon::fmt_grams(s.emissions.g_co2e),
-                super::sig(s.emissions.intensity_g_per_kwh, 4),
+                crate::carbon::fmt_intensity(s.emissions.intensity_g_per_kwh),
             ),
             notes: Vec::new(),
         }
@@ -732,6 +745,8 @@ mod tests {
         assert!(t.bucket_s() > 0.1);
         let package_j: f64 = t.power(1).iter().sum::<f64>() * t.bucket_s();
         assert!((package_j - 5000.0).abs() < 1e-6, "{package_j}");
+        // The whole (20 J over the first second) is the total when measured.
+        assert!((t.total_j() - 20.0).abs() < 1e-9, "{}", t.total_j());
     }
 
     #[test]

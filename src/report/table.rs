@@ -240,7 +240,7 @@ fn intensity_note(em: &crate::carbon::Emissions) -> String {
     };
     format!(
         "{} g/kWh, {}{from}",
-        sig(em.intensity_g_per_kwh, 4),
+        crate::carbon::fmt_intensity(em.intensity_g_per_kwh),
         crate::text::escape_line(&what)
     )
 }
@@ -299,7 +299,10 @@ fn render_attribution(
         k.add_row(vec![
             "command CO2e".to_string(),
             format!("{}{est}", crate::carbon::fmt_grams(g)),
-            format!("at {} g/kWh", sig(em.intensity_g_per_kwh, 4)),
+            format!(
+                "at {} g/kWh",
+                crate::carbon::fmt_intensity(em.intensity_g_per_kwh)
+            ),
         ]);
     }
     k.add_row(vec![
