@@ -29,6 +29,10 @@ const PROBES: &[&str] = &[
     "probe_msr_device",
     "probe_run_as_nobody",
     "probe_perf_events",
+    // Carbon, OpenMetrics, plots (issue 12)
+    "probe_promtool",
+    "probe_pushgateway",
+    "probe_rsvg_convert",
 ];
 
 /// The uid and gid the tests run joulerun as to be "another user".
@@ -54,6 +58,36 @@ fn main() {
     set("probe_msr_device", msr_device());
     set("probe_run_as_nobody", root && nobody_reaches_the_build());
     set("probe_perf_events", perf_events());
+    // Carbon, OpenMetrics, plots (issue 12): the real tools the tests drive.
+    set(
+        "probe_promtool",
+        tool_runs("/usr/bin/promtool", &["--version"]),
+    );
+    set(
+        "probe_pushgateway",
+        tool_runs("/usr/bin/prometheus-pushgateway", &["--version"]),
+    );
+    set(
+        "probe_rsvg_convert",
+        tool_runs("/usr/bin/rsvg-convert", &["--version"]),
+    );
+}
+
+/// A program that a test runs is installed and answers `args` (`--version`). Watched
+/// like `/usr/bin/time`: the program, or `/usr/bin` while it is missing.
+fn tool_runs(path: &str, args: &[&str]) -> bool {
+    let p = Path::new(path);
+    if p.exists() {
+        println!("cargo:rerun-if-changed={path}");
+    } else {
+        if Path::new("/usr/bin").is_dir() {
+            println!("cargo:rerun-if-changed=/usr/bin");
+        }
+        return false;
+    }
+    let mut c = Command::new(p);
+    c.args(args);
+    succeeds(c)
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).

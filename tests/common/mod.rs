@@ -17,6 +17,10 @@ pub fn joulerun(root: &Path, state: &Path) -> Command {
         "JOULERUN_PRICE",
         "JOULERUN_CURRENCY",
         "JOULERUN_CPU_WATTS",
+        // Carbon (issue 12)
+        "JOULERUN_CARBON_INTENSITY",
+        "JOULERUN_REGION",
+        "JOULERUN_PUE",
     ] {
         c.env_remove(var);
     }
