@@ -591,6 +591,16 @@ impl Attributor {
         }
     }
 
+    /// Per domain, the command's attributed energy so far, J (for streaming sinks).
+    pub fn command_j_into(&self, out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(
+            self.domains
+                .iter()
+                .map(|d| d.energy.command_dynamic_j + d.energy.command_static_j),
+        );
+    }
+
     /// Add one tick.
     pub fn tick(&mut self, t: &TickInput<'_>) {
         if !(t.dt_s.is_finite() && t.dt_s > 0.0) {

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 its children run, attributes the command's share by CPU time, and prints a report to \
 stderr when it ends. On a machine without counters (most VMs) the report is an estimate \
 from a CPU-utilisation power model, labelled as such.",
-    after_help = "Examples:\n  joulerun -- python train.py\n  joulerun --csv energy.csv --json energy.json -- cargo test\n  joulerun --basepower          calibrate idle power once per machine\n  joulerun list                 show every energy interface and why one does not work",
+    after_help = "Examples:\n  joulerun -- python train.py\n  joulerun --csv energy.csv --json energy.json -- cargo test\n  joulerun -r 10 --json new.json -- make test    ten runs: mean, spread, 95% interval\n  joulerun compare base.json new.json            a regression gate for CI\n  joulerun --basepower          calibrate idle power once per machine\n  joulerun list                 show every energy interface and why one does not work",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -37,6 +37,49 @@ pub enum Sub {
     List(ListArgs),
     /// Draw a saved CSV timeline (`--csv`, schema 2) as an SVG or HTML plot.
     Plot(PlotArgs),
+    /// Compare two runs or two `-r` series saved with `--json`: the change in energy per
+    /// domain and for the command, with its confidence interval and a verdict. Exits 0
+    /// when nothing is significantly worse beyond the threshold, 1 when something is, 2
+    /// on a usage error.
+    Compare(CompareArgs),
+}
+
+/// `joulerun compare BASE.json NEW.json` (docs/ci.md).
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The reference: a `--json` summary (one run or a `-r` series).
+    #[arg(value_name = "BASE.json")]
+    pub base: PathBuf,
+
+    /// The run or series to judge against it.
+    #[arg(value_name = "NEW.json")]
+    pub new: PathBuf,
+
+    /// The smallest change that counts, relative to the base mean: `5%`, `0.05`
+    /// [default: 5%].
+    #[arg(long, value_name = "PCT")]
+    pub threshold: Option<String>,
+
+    /// Significance level of each test, between 0 and 0.5 [default: 0.05].
+    #[arg(long, value_name = "ALPHA")]
+    pub alpha: Option<String>,
+
+    /// Relative uncertainty of one run's reading, for sides with a single run: `5%`
+    /// [default: the stated uncertainty of each source, docs/ci.md].
+    #[arg(long, value_name = "PCT")]
+    pub uncertainty: Option<String>,
+
+    /// Compare even runs from different machines, sources or units.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print the comparison as JSON on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also write the comparison as GitHub-flavoured Markdown to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }
 
 /// `joulerun plot RUN.csv -o FILE.svg` (issue 12).
@@ -110,9 +153,42 @@ pub struct RunArgs {
     #[arg(short = 'e', long, value_name = "LIST", value_delimiter = ',')]
     pub domains: Vec<String>,
 
-    /// Sampling interval in milliseconds (minimum 1).
-    #[arg(short, long, value_name = "MS", default_value_t = 100)]
-    pub interval: u64,
+    /// Sampling interval in milliseconds, 1 to 10000 [default: 100, or the -I period
+    /// when that is shorter].
+    #[arg(short, long, value_name = "MS")]
+    pub interval: Option<u64>,
+
+    /// Run the command N times and report the mean, spread and 95% confidence interval
+    /// of each figure (like `perf stat -r`).
+    #[arg(short = 'r', long, value_name = "N")]
+    pub repeat: Option<u32>,
+
+    /// With -r: run the command K more times first, unmeasured (caches, JIT, disks).
+    #[arg(long, value_name = "K")]
+    pub warmup: Option<u32>,
+
+    /// With -r: wait S seconds between runs so the machine returns to idle.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub cooldown: Option<f64>,
+
+    /// With -r: go on after a run fails (the exit status is still the first failure's).
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// While the command runs, print each domain's energy and power every MS
+    /// milliseconds (at least 10) to the report stream (like `perf stat -I`).
+    #[arg(short = 'I', long, value_name = "MS")]
+    pub interval_print: Option<u64>,
+
+    /// Print the report as SEP-separated records instead of the table (like
+    /// `perf stat -x`); `\t` for a tab.
+    #[arg(short = 'x', long, value_name = "SEP")]
+    pub field_separator: Option<String>,
+
+    /// Write a GitHub-flavoured Markdown summary to FILE (`-` for stdout), e.g. for
+    /// `$GITHUB_STEP_SUMMARY`.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 
     /// Write the report to FILE instead of stderr.
     #[arg(short, long, value_name = "FILE")]

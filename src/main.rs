@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Some(Sub::List(args)) => list::list(args),
         // Carbon, OpenMetrics, plots (issue 12)
         Some(Sub::Plot(args)) => joulerun::plot_cmd::plot(args, &env),
+        Some(Sub::Compare(args)) => joulerun::compare::compare(args),
         None if cli.run.basepower => plan::calibrate(&cli.run, &cli.command, &env)
             .and_then(|p| joulerun::calibrate::calibrate(&p, &mut signals)),
         None => plan::run(&cli.run, &cli.command, &env).and_then(|p| run::run(&p, &mut signals)),

@@ -214,6 +214,150 @@ pub struct RunPlan {
     /// The `job` label of the metrics (`--push-job`).
     pub push_job: String,
     pub plot: Option<Requested>,
+    /// `--markdown FILE`.
+    pub markdown: Option<Requested>,
+    /// How many times the command runs (`-r`, `--warmup`, `--cooldown`, `--keep-going`).
+    pub series: Series,
+    /// `-I MS`: interval lines on the report stream while the command runs.
+    pub interval_print_ms: Option<u64>,
+    /// `-x SEP`: the report as separated records instead of the table.
+    pub separator: Option<String>,
+}
+
+/// A run is a series: `warmup` unmeasured runs, then `runs` measured ones (1 without
+/// `-r`), `cooldown_s` apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub runs: u32,
+    pub warmup: u32,
+    pub cooldown_s: f64,
+    pub keep_going: bool,
+    /// `-r` was given (the report shows the series' statistics, even for `-r 1`).
+    pub repeated: bool,
+}
+
+impl Default for Series {
+    fn default() -> Series {
+        Series {
+            runs: 1,
+            warmup: 0,
+            cooldown_s: 0.0,
+            keep_going: false,
+            repeated: false,
+        }
+    }
+}
+
+/// Most runs `-r` accepts.
+pub const MAX_REPEAT: u32 = 100_000;
+/// Longest `--cooldown`, s.
+pub const MAX_COOLDOWN_S: f64 = 3600.0;
+/// Shortest `-I` period, ms: below it the lines would be mostly noise and their printing
+/// would cost more than the sampling.
+pub const MIN_INTERVAL_PRINT_MS: u64 = 10;
+/// Longest `-I` period, ms (an hour).
+pub const MAX_INTERVAL_PRINT_MS: u64 = 3_600_000;
+
+fn series(args: &RunArgs, mode: Mode, has_command: bool) -> Result<Series> {
+    let runs = args.repeat.unwrap_or(1);
+    if runs == 0 || runs > MAX_REPEAT {
+        return Err(Error::usage(format!(
+            "invalid -r/--repeat {runs}: give a number of runs from 1 to {MAX_REPEAT}"
+        )));
+    }
+    let warmup = args.warmup.unwrap_or(0);
+    if warmup > MAX_REPEAT {
+        return Err(Error::usage(format!(
+            "invalid --warmup {warmup}: give a number of runs from 0 to {MAX_REPEAT}"
+        )));
+    }
+    let cooldown_s = args.cooldown.unwrap_or(0.0);
+    if !(cooldown_s.is_finite() && (0.0..=MAX_COOLDOWN_S).contains(&cooldown_s)) {
+        return Err(Error::usage(format!(
+            "invalid --cooldown {cooldown_s}: give seconds from 0 to {MAX_COOLDOWN_S}"
+        )));
+    }
+    let repeated = args.repeat.is_some() || args.warmup.is_some();
+    if repeated {
+        let flag = if args.repeat.is_some() {
+            "-r/--repeat"
+        } else {
+            "--warmup"
+        };
+        match mode {
+            Mode::Pid => {
+                return Err(Error::usage(format!(
+                    "{flag} cannot be used with -p: an attached process runs once and cannot be started again"
+                )));
+            }
+            Mode::All if !has_command => {
+                return Err(Error::usage(format!(
+                    "{flag} needs a command to run again: -a without a command measures until Ctrl-C, once"
+                )));
+            }
+            _ => {}
+        }
+    }
+    let total = u64::from(runs) + u64::from(warmup);
+    if total == 1 {
+        if args.cooldown.is_some() {
+            return Err(Error::usage(
+                "--cooldown waits between runs, and there is only one: add -r N (or --warmup K)",
+            ));
+        }
+        if args.keep_going {
+            return Err(Error::usage(
+                "--keep-going goes on after a failed run, and there is only one: add -r N",
+            ));
+        }
+    }
+    Ok(Series {
+        runs,
+        warmup,
+        cooldown_s,
+        keep_going: args.keep_going,
+        repeated,
+    })
+}
+
+/// The `-x` separator: any text but an empty one, a newline or a double quote (which
+/// quotes fields); `\t` is a tab.
+pub fn separator(sep: &str) -> Result<String> {
+    let sep = if sep == "\\t" { "\t" } else { sep };
+    if sep.is_empty() || sep.contains(['\n', '\r', '"']) {
+        return Err(Error::usage(format!(
+            "invalid -x/--field-separator '{}': give a separator such as ',' ';' or '\\t' (not empty, no newline or double quote)",
+            crate::text::escape_line(sep)
+        )));
+    }
+    Ok(sep.to_string())
+}
+
+/// The sampling interval and the `-I` period: `-I` shorter than `-i` is refused (its
+/// lines could not be that often); without `-i`, the interval is at most the period.
+fn intervals(args: &RunArgs) -> Result<(u64, Option<u64>)> {
+    let print = match args.interval_print {
+        None => None,
+        Some(ms) if (MIN_INTERVAL_PRINT_MS..=MAX_INTERVAL_PRINT_MS).contains(&ms) => Some(ms),
+        Some(ms) => {
+            return Err(Error::usage(format!(
+                "invalid -I/--interval-print {ms}: give milliseconds from {MIN_INTERVAL_PRINT_MS} to {MAX_INTERVAL_PRINT_MS}"
+            )));
+        }
+    };
+    let interval = match (args.interval, print) {
+        (Some(i), _) => config::parse_interval(i)?,
+        (None, Some(p)) => p.min(config::DEFAULT_INTERVAL_MS),
+        (None, None) => config::DEFAULT_INTERVAL_MS,
+    };
+    if let Some(p) = print
+        && p < interval
+    {
+        return Err(Error::usage(format!(
+            "-I {p} is shorter than the sampling interval -i {interval}: lines cannot come more often than samples; give -i {p} or less, or a longer -I"
+        )));
+    }
+    Ok((interval, print))
 }
 
 fn requested(flag: &'static str, what: &'static str, p: &Option<PathBuf>) -> Option<Requested> {
@@ -258,6 +402,7 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         )?
         .as_ref(),
     )?;
+    let (interval_ms, interval_print_ms) = intervals(args)?;
     let plan = RunPlan {
         mode,
         command: command.to_vec(),
@@ -265,7 +410,7 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         source: source(args, env)?,
         categories: categories(args),
         only: config::parse_domains(&args.domains)?,
-        interval_ms: config::parse_interval(args.interval)?,
+        interval_ms,
         price,
         common: common(&args.common, env)?,
         baseline: baseline_choice(args, env),
@@ -290,6 +435,10 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
             .transpose()?,
         push_job: crate::report::openmetrics::parse_job(args.push_job.as_deref())?,
         plot: requested("--plot", "the plot", &args.plot),
+        markdown: requested("--markdown", "the Markdown summary", &args.markdown),
+        series: series(args, mode, !command.is_empty())?,
+        interval_print_ms,
+        separator: args.field_separator.as_deref().map(separator).transpose()?,
     };
     if mode == Mode::Pid && args.track.is_some() {
         return Err(Error::usage(
@@ -305,6 +454,7 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         &plan.report,
         &plan.json,
         &plan.csv,
+        &plan.markdown,
         &plan.openmetrics,
         &plan.plot,
     ]
@@ -394,6 +544,13 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         (args.push.is_some(), "--push"),
         (args.push_job.is_some(), "--push-job"),
         (args.plot.is_some(), "--plot"),
+        (args.repeat.is_some(), "-r/--repeat"),
+        (args.warmup.is_some(), "--warmup"),
+        (args.cooldown.is_some(), "--cooldown"),
+        (args.keep_going, "--keep-going"),
+        (args.interval_print.is_some(), "-I/--interval-print"),
+        (args.field_separator.is_some(), "-x/--field-separator"),
+        (args.markdown.is_some(), "--markdown"),
     ] {
         if given {
             return refuse(flag, "it only applies to a measured run");
@@ -427,7 +584,7 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         source: source(args, env)?,
         categories: categories(args),
         only: config::parse_domains(&args.domains)?,
-        interval_ms: config::parse_interval(args.interval)?,
+        interval_ms: config::parse_interval(args.interval.unwrap_or(config::DEFAULT_INTERVAL_MS))?,
         common: common(&args.common, env)?,
         path,
         report,

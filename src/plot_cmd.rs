@@ -24,6 +24,7 @@ use crate::sources::{DomainKind, Place};
 const MAX_CSV_BYTES: u64 = 2 << 30;
 
 struct Row {
+    run: u32,
     domain: String,
     kind: DomainKind,
     start_s: f64,
@@ -38,8 +39,8 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> Error {
     ))
 }
 
-/// The timeline of a CSV file's text.
-pub fn timeline_of_csv(path: &Path, text: &[u8]) -> Result<Timeline> {
+/// The timelines of a CSV file's text: one per run (several for a `-r` series).
+pub fn timeline_of_csv(path: &Path, text: &[u8]) -> Result<Vec<Timeline>> {
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text);
@@ -71,7 +72,8 @@ pub fn timeline_of_csv(path: &Path, text: &[u8]) -> Result<Timeline> {
             ));
         }
         first_version.get_or_insert(version);
-        if n == 0 && header != HEADER {
+        // Schema 2 as first written had no `run` column (one run): a pure addition.
+        if n == 0 && header != HEADER && header[..] != HEADER[..HEADER.len() - 1] {
             return Err(bad(path, "its header is not that of schema 2"));
         }
         let get = |name: &str| col(name).and_then(|i| rec.get(i)).unwrap_or("");
@@ -92,7 +94,14 @@ pub fn timeline_of_csv(path: &Path, text: &[u8]) -> Result<Timeline> {
                 ),
             )
         })?;
+        let run = match get("run") {
+            "" => 1,
+            r => r
+                .parse::<u32>()
+                .map_err(|_| bad(path, format!("row {}: run is not a run number", n + 2)))?,
+        };
         rows.push(Row {
+            run,
             domain: get("domain").to_string(),
             kind,
             start_s: num("start_s")?,
@@ -131,13 +140,17 @@ pub fn timeline_of_csv(path: &Path, text: &[u8]) -> Result<Timeline> {
         .map(|r| r.end_s - r.start_s)
         .find(|d| *d > 0.0)
         .unwrap_or(0.1);
-    let mut t = Timeline::new(series, step);
+    let mut runs: Vec<(u32, Timeline)> = Vec::new();
     for r in &rows {
+        if runs.last().is_none_or(|(n, _)| *n != r.run) {
+            runs.push((r.run, Timeline::new(series.clone(), step)));
+        }
+        let t = &mut runs.last_mut().expect("just pushed").1;
         if let Some(k) = t.series.iter().position(|s| s.name == r.domain) {
             t.add(k, r.start_s, r.end_s, r.energy_j);
         }
     }
-    Ok(t)
+    Ok(runs.into_iter().map(|(_, t)| t).collect())
 }
 
 /// `joulerun plot`.
@@ -158,8 +171,11 @@ pub fn plot(args: &PlotArgs, env: Env<'_>) -> Result<i32> {
     let carbon = crate::carbon::resolve(&crate::carbon::CarbonSettings::default(), env)?;
     let path = &args.input;
     let text = crate::fsx::read_regular(path, MAX_CSV_BYTES).map_err(|e| bad(path, e))?;
-    let t = timeline_of_csv(path, &text)?;
-    let energy_j = t.total_j();
+    let runs = timeline_of_csv(path, &text)?;
+    let t = &runs[0];
+    // With several runs (a `-r` series): the first is drawn, the others as its spread;
+    // the title gives their mean.
+    let energy_j = runs.iter().map(Timeline::total_j).sum::<f64>() / runs.len() as f64;
     let estimated = t.series.iter().any(|s| s.kind == DomainKind::Estimate);
     let em = crate::carbon::emissions(energy_j, None, &carbon, estimated);
     let est = if estimated { " (estimated)" } else { "" };
@@ -168,7 +184,15 @@ pub fn plot(args: &PlotArgs, env: Env<'_>) -> Result<i32> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let info = PlotInfo {
-        title: format!("Power of the run in {}", crate::text::escape_line(&name)),
+        title: if runs.len() > 1 {
+            format!(
+                "Power of the {} runs in {}",
+                runs.len(),
+                crate::text::escape_line(&name)
+            )
+        } else {
+            format!("Power of the run in {}", crate::text::escape_line(&name))
+        },
         summary: format!(
             "{} ({}) · {} · {} CO2e{est} at {} g/kWh",
             crate::report::fmt_joules(energy_j),
@@ -184,8 +208,7 @@ pub fn plot(args: &PlotArgs, env: Env<'_>) -> Result<i32> {
             "from a saved timeline: the command's share and the baseline are not in it".to_string(),
         ],
     };
-    let bytes = plot::document(std::slice::from_ref(&t), &info, plot::wants_html(&out))
-        .map_err(Error::failure)?;
+    let bytes = plot::document(&runs, &info, plot::wants_html(&out)).map_err(Error::failure)?;
     output::prepare(&out)?
         .finish(&bytes, out.flag)
         .map_err(|e| Error::failure(format!("writing the plot to {}: {e}", out.dest.describe())))?;
@@ -197,13 +220,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_series_gives_one_timeline_per_run() {
+        let p = Path::new("series.csv");
+        let text = format!(
+            "{}\n2,0.100000,package-0,package,0,powercap,false,1.000000,10.000000,socket:0,0.000000,1.000000,1\n2,0.100000,package-0,package,0,powercap,false,2.000000,20.000000,socket:0,0.000000,2.000000,2\n2,0.200000,package-0,package,0,powercap,false,2.000000,20.000000,socket:0,0.100000,4.000000,2\n",
+            HEADER.join(",")
+        );
+        let runs = timeline_of_csv(p, text.as_bytes()).unwrap();
+        assert_eq!(runs.len(), 2);
+        assert!((runs[0].total_j() - 1.0).abs() < 1e-9);
+        assert!((runs[1].total_j() - 4.0).abs() < 1e-9);
+        let bad_run = text.replace(",2\n2,0.200000", ",x\n2,0.200000");
+        let e = timeline_of_csv(p, bad_run.as_bytes()).unwrap_err();
+        assert!(
+            e.message.contains("run is not a run number"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn schema_2_is_read_and_others_refused() {
         let p = Path::new("run.csv");
         let ok = format!(
             "{}\n2,0.100000,package-0,package,0,powercap,false,1.000000,10.000000,socket:0,0.000000,1.000000\n2,0.100000,core-0,core,0,powercap,false,0.500000,5.000000,socket:0,0.000000,0.500000\n2,0.200000,package-0,package,0,powercap,false,1.000000,10.000000,socket:0,0.100000,2.000000\n",
-            HEADER.join(",")
+            // Schema 2 as first written, without the `run` column.
+            HEADER[..HEADER.len() - 1].join(",")
         );
-        let t = timeline_of_csv(p, ok.as_bytes()).unwrap();
+        let t = timeline_of_csv(p, ok.as_bytes()).unwrap().remove(0);
         assert_eq!(t.series.len(), 2);
         assert_eq!(t.series[1].role, Role::Hidden);
         assert!(

@@ -13,9 +13,10 @@ use crate::cli::{SourceArg, TrackArg};
 use crate::error::{Error, Result};
 use crate::plan::{BaselineChoice, Categories, Common, Pick, RunPlan};
 use crate::procs::{self, MachineCpu, TrackRequest, TreeTracker};
+use crate::report::series::{Repeat, RunRecord};
 use crate::report::sink::{self, TickView};
 use crate::report::summary::{self, SummaryInput};
-use crate::report::{AttributionReport, BaselineStatus, CategoryUse, Mode};
+use crate::report::{AttributionReport, BaselineStatus, CategoryUse, Mode, Summary};
 use crate::sampler::Sampler;
 use crate::signals::{Phase, Signals};
 use crate::sources::{
@@ -419,14 +420,254 @@ fn check_attachable(pid: i32) -> Result<()> {
     }
 }
 
-/// Run `joulerun [OPTIONS] -- COMMAND` (or `-p`, or `-a`). Returns the exit status.
+/// One run of a series, as [`measure_once`] is asked to make it.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// 1-based among the measured runs (or among the warm-ups).
+    number: u32,
+    /// Recorded (not a warm-up): its ticks go to the sinks.
+    measured: bool,
+    /// No run follows it: joulerun moves on to writing the reports.
+    last: bool,
+}
+
+/// What one run gave.
+struct Measured {
+    summary: Summary,
+    status: i32,
+    /// Streams that failed during the run.
+    failures: Vec<String>,
+}
+
+/// What the runs of a series share: the sinks (made by the first run, once its sources
+/// are open, so an unwritable output stops joulerun before any command starts) and the
+/// machine's identity.
+struct SeriesState {
+    sinks: Option<Vec<Box<dyn sink::Sink>>>,
+    machine: MachineIdentity,
+}
+
+/// Run `joulerun [OPTIONS] -- COMMAND` (or `-p`, or `-a`): one run, or a series of them
+/// with `-r`. Returns the exit status.
 pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
-    let mode = plan.mode;
-    let command: &[OsString] = &plan.command;
-    let interval_ms = plan.interval_ms;
     if let Some(pid) = plan.pid {
         check_attachable(pid)?;
     }
+    let series = &plan.series;
+    let total = series.warmup + series.runs;
+    let mut state = SeriesState {
+        sinks: None,
+        machine: MachineIdentity::current(),
+    };
+    // No bar while -I lines stream to stderr (they would cut into each other).
+    let progress = crate::progress::Progress::new(
+        series.warmup,
+        series.runs,
+        plan.interval_print_ms.is_none() || plan.report.is_some(),
+    );
+    let mut records: Vec<RunRecord> = Vec::new();
+    let mut summaries: Vec<Summary> = Vec::new();
+    let mut last_warmup: Option<Summary> = None;
+    let mut failures: Vec<String> = Vec::new();
+    let mut first_failure: Option<i32> = None;
+    let mut stopped: Option<String> = None;
+    let mut ended_by_signal: Option<i32> = None;
+    let mut setup_error: Option<Error> = None;
+    for k in 0..total {
+        let measured = k >= series.warmup;
+        let slot = Slot {
+            number: if measured {
+                k - series.warmup + 1
+            } else {
+                k + 1
+            },
+            measured,
+            last: k + 1 == total,
+        };
+        let what = if measured {
+            format!("run {}", slot.number)
+        } else {
+            format!("warm-up run {}", slot.number)
+        };
+        if k > 0 {
+            let sig = match signals.stop_requested() {
+                Some(sig) => Some(sig),
+                None if series.cooldown_s > 0.0 => {
+                    progress.cooling_down(series.cooldown_s);
+                    cool_down(signals, series.cooldown_s)
+                }
+                None => None,
+            };
+            if let Some(sig) = sig {
+                stopped = Some(format!(
+                    "interrupted by {} before {what}",
+                    crate::signals::signal_name(sig)
+                ));
+                ended_by_signal = Some(sig);
+                break;
+            }
+        }
+        progress.starting(&what);
+        let m = match progress.hidden(|| measure_once(plan, signals, &mut state, slot)) {
+            Ok(m) => m,
+            // Nothing ran yet: the error is the whole answer.
+            Err(e) if k == 0 => return Err(e),
+            // Later runs measured something: keep it, and say why the series ended.
+            Err(e) => {
+                stopped = Some(format!("{what} could not start: {}", e.message));
+                setup_error = Some(e);
+                break;
+            }
+        };
+        failures.extend(m.failures.iter().cloned());
+        let status = m.status;
+        if measured {
+            let r = RunRecord::of(slot.number, &m.summary);
+            progress.finished(&what, &r);
+            records.push(r);
+            summaries.push(m.summary);
+        } else {
+            progress.finished_warmup(&what);
+            last_warmup = Some(m.summary);
+        }
+        if status != 0 {
+            first_failure.get_or_insert(status);
+            if !series.keep_going && k + 1 < total {
+                stopped = Some(format!(
+                    "{what} exited with status {status} (--keep-going runs on)"
+                ));
+                break;
+            }
+        }
+        if k + 1 < total
+            && let Some(sig) = signals.stop_requested()
+        {
+            stopped = Some(format!(
+                "interrupted by {} during {what}",
+                crate::signals::signal_name(sig)
+            ));
+            ended_by_signal = Some(sig);
+            break;
+        }
+    }
+    progress.done();
+    signals.set_phase(Phase::Finishing);
+
+    let summary = series_summary(series, records, summaries, last_warmup, stopped);
+    let status = first_failure
+        .or(ended_by_signal.map(|s| 128 + s))
+        .or(setup_error.as_ref().map(|e| e.code))
+        .unwrap_or(0);
+    for s in state.sinks.take().unwrap_or_default() {
+        if let Err(e) = s.finish(&summary)
+            && !failures.contains(&e)
+        {
+            failures.push(e);
+        }
+    }
+    if failures.is_empty() {
+        return Ok(status);
+    }
+    // The command ran: its status wins unless it succeeded, so a lost output is not
+    // mistaken for a clean run.
+    Err(Error::with_code(
+        failures.join("\n"),
+        if status != 0 {
+            status
+        } else {
+            crate::error::EXIT_FAILURE
+        },
+    ))
+}
+
+/// The summary of a series: the last measured run's, with every run and the statistics
+/// over them (`-r`), and the warnings of every run (those of earlier runs that the last
+/// did not have, with their run's number).
+fn series_summary(
+    series: &crate::plan::Series,
+    records: Vec<RunRecord>,
+    mut summaries: Vec<Summary>,
+    last_warmup: Option<Summary>,
+    stopped: Option<String>,
+) -> Summary {
+    let measured = summaries.len();
+    let mut summary = match summaries.pop() {
+        Some(s) => s,
+        None => {
+            // Only warm-ups ran (the first failed, or the series was stopped): show it.
+            let mut s = last_warmup.expect("a series that ran has a run");
+            s.warnings.insert(
+                0,
+                "no measured run completed: these figures are the last warm-up run's".to_string(),
+            );
+            s
+        }
+    };
+    let mut earlier: Vec<String> = Vec::new();
+    for (i, s) in summaries.iter().enumerate() {
+        for w in &s.warnings {
+            let tagged = format!("run {}: {w}", i + 1);
+            if !summary.warnings.contains(w) && !earlier.iter().any(|e| e.ends_with(w.as_str())) {
+                earlier.push(tagged);
+            }
+        }
+    }
+    if !earlier.is_empty() {
+        earlier.append(&mut summary.warnings);
+        summary.warnings = earlier;
+    }
+    if let Some(why) = &stopped {
+        summary.warnings.push(format!(
+            "the series stopped after {measured} of {} runs: {why}",
+            series.runs
+        ));
+    }
+    if series.repeated {
+        summary.repeat = Some(Repeat::new(
+            series.runs,
+            series.warmup,
+            series.cooldown_s,
+            series.keep_going,
+            stopped,
+            records,
+        ));
+    }
+    summary
+}
+
+/// `--cooldown`: wait `secs` between two runs, ending early at a stop signal (returned).
+fn cool_down(signals: &mut Signals, secs: f64) -> Option<i32> {
+    let until = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    signals.set_stall_limit((secs * 1000.0) as u64 + 5_000);
+    let mut ready = [false];
+    loop {
+        signals.heartbeat();
+        if let Some(sig) = signals.stop_requested() {
+            return Some(sig);
+        }
+        let now = std::time::Instant::now();
+        if now >= until {
+            return None;
+        }
+        workload::wait_readable(&[signals.fd()], until - now, &mut ready);
+        if ready[0] {
+            // Stop signals are kept by `stop_requested`; nothing else matters here.
+            let _ = signals.take();
+        }
+    }
+}
+
+/// Measure one run: open the sources, start the command (or attach), tick until it
+/// ends, and build its summary. The sinks are fed when the run is `measured`.
+fn measure_once(
+    plan: &RunPlan,
+    signals: &mut Signals,
+    state: &mut SeriesState,
+    slot: Slot,
+) -> Result<Measured> {
+    let mode = plan.mode;
+    let command: &[OsString] = &plan.command;
+    let interval_ms = plan.interval_ms;
     let Opened {
         ctx,
         mut sampler,
@@ -443,13 +684,21 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     };
 
     // Outputs: temporary files now (an unwritable destination stops here), in place later.
-    let mut sinks = sink::for_run(plan.report.as_ref(), plan.json.as_ref(), plan.csv.as_ref())?;
-    // Carbon, OpenMetrics, plots (issue 12)
-    sinks.extend(crate::report::plot::issue12_sinks(
-        plan,
-        &baseline_w,
-        sampler.domains(),
-    )?);
+    if state.sinks.is_none() {
+        let mut v = sink::for_run(plan)?;
+        // Carbon, OpenMetrics, plots (issue 12)
+        v.extend(crate::report::plot::issue12_sinks(
+            plan,
+            &baseline_w,
+            sampler.domains(),
+        )?);
+        state.sinks = Some(v);
+    }
+    let mut none: Vec<Box<dyn sink::Sink>> = Vec::new();
+    let sinks: &mut Vec<Box<dyn sink::Sink>> = match (&mut state.sinks, slot.measured) {
+        (Some(s), true) => s,
+        _ => &mut none,
+    };
 
     let track = match plan.track {
         TrackArg::Auto => TrackRequest::Auto,
@@ -480,7 +729,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
 
     // Streams open their destination now (a FIFO waits for its reader here); a stream
     // that cannot even take its header stops the run before the command starts.
-    sink::open_all(&mut sinks)?;
+    sink::open_all(sinks)?;
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let self_cpu0 = procs::self_cpu_s();
 
@@ -549,6 +798,7 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
     let mut win_dt = 0.0;
     let mut win_energy: Vec<Option<f64>> = vec![Some(0.0); n_domains];
     let mut pending: Vec<crate::sampler::Interval> = Vec::new();
+    let mut command_j: Vec<f64> = Vec::with_capacity(n_domains);
 
     let ended = drive(
         &mut sampler,
@@ -597,6 +847,9 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 win_energy.iter_mut().for_each(|w| *w = Some(0.0));
             }
             let end_s = sampler.elapsed_s();
+            if attribute {
+                attributor.command_j_into(&mut command_j);
+            }
             let view = TickView {
                 start_s: tick_start,
                 end_s,
@@ -606,6 +859,9 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
                 is_slow: &is_slow,
                 intervals: &sampler.intervals,
                 command_j: attribute.then(|| attributor.command_j()),
+                run: slot.number,
+                last: sampler.is_final(),
+                domain_command_j: attribute.then_some(command_j.as_slice()),
             };
             for s in sinks.iter_mut() {
                 s.tick(&view);
@@ -613,7 +869,13 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             tick_start = end_s;
         },
     );
-    signals.set_phase(Phase::Finishing);
+    if slot.last {
+        signals.set_phase(Phase::Finishing);
+    } else {
+        // Between runs a stop signal ends the series (`Signals::stop_requested`).
+        signals.clear_target();
+        signals.set_phase(Phase::Running);
+    }
     if let Some(t) = sampler.take_tree() {
         t.finish();
     }
@@ -646,26 +908,11 @@ pub fn run(plan: &RunPlan, signals: &mut Signals) -> Result<i32> {
             summary: attribution,
         }),
         carbon: &plan.carbon,
+        machine: state.machine.clone(),
     });
-    let status = exit.map_or(0, |e| e.status());
-    for s in sinks {
-        if let Err(e) = s.finish(&summary)
-            && !failures.contains(&e)
-        {
-            failures.push(e);
-        }
-    }
-    if failures.is_empty() {
-        return Ok(status);
-    }
-    // The command ran: its status wins unless it succeeded, so a lost output is not
-    // mistaken for a clean run.
-    Err(Error::with_code(
-        failures.join("\n"),
-        if status != 0 {
-            status
-        } else {
-            crate::error::EXIT_FAILURE
-        },
-    ))
+    Ok(Measured {
+        summary,
+        status: exit.map_or(0, |e| e.status()),
+        failures,
+    })
 }

@@ -92,6 +92,8 @@ pub struct Sampler {
     /// Every interval that ended since the previous tick, fast and slow domains alike.
     pub intervals: Vec<Interval>,
     ticks: u64,
+    /// The last tick has been taken ([`Sampler::final_tick`]).
+    finished: bool,
     /// The machine's CPU time, read first in every tick (before the sources, so the
     /// estimate uses this same reading).
     machine: Option<MachineCpu>,
@@ -174,6 +176,7 @@ impl Sampler {
             energy: vec![None; n],
             intervals: Vec::with_capacity(n),
             ticks: 0,
+            finished: false,
             machine: None,
             machine_now: MachineCpuSample::default(),
             machine_before: MachineCpuSample::default(),
@@ -253,6 +256,11 @@ impl Sampler {
         &self.measured_s
     }
 
+    /// Whether the last tick has been taken (the values are the run's last).
+    pub fn is_final(&self) -> bool {
+        self.finished
+    }
+
     pub fn ticks(&self) -> u64 {
         self.ticks
     }
@@ -320,6 +328,7 @@ impl Sampler {
     /// samples collected. A reader stuck in a read is given [`READER_STOP_WAIT`], then
     /// left behind and its domains marked unfinished.
     pub fn final_tick(&mut self) -> f64 {
+        self.finished = true;
         for s in &mut self.slow {
             if let Some(r) = s.reader.as_mut() {
                 r.request_stop();

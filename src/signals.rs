@@ -9,7 +9,8 @@
 //! |---|---|
 //! | [`Phase::Setup`] (options, sources, outputs, `list`) | joulerun ends at once with 128+N; nothing was started |
 //! | [`Phase::Calibrating`] (`--basepower`) | ends at once with 128+N; no baseline is stored |
-//! | [`Phase::Running`] with a command | forwarded to the command (SIGINT/SIGQUIT typed at the terminal are not: the command got them already); joulerun keeps measuring until the command exits |
+//! | [`Phase::Running`] with a command | forwarded to the command (SIGINT/SIGQUIT typed at the terminal are not: the command got them already); joulerun keeps measuring until the command exits, and a series (`-r`) starts no further run |
+//! | [`Phase::Running`] between the runs of a series (`-r`: a cool-down, the next run's setup) | the series ends; the report covers the runs so far |
 //! | [`Phase::Running`] without a command (`-a`, `-p`) | the sampling loop ends and the report is written |
 //! | [`Phase::Finishing`] (writing the reports) | ends at once with 128+N |
 //!
@@ -149,6 +150,8 @@ struct Shared {
     phase: AtomicU8,
     child: AtomicBool,
     stop: AtomicI32,
+    /// The first stop signal of the Running phase, kept (a series of runs ends at it).
+    requested: AtomicI32,
     wake: OwnedFd,
     target: Mutex<Option<Target>>,
     epoch: Instant,
@@ -276,6 +279,7 @@ impl Signals {
             phase: AtomicU8::new(Phase::Setup as u8),
             child: AtomicBool::new(false),
             stop: AtomicI32::new(0),
+            requested: AtomicI32::new(0),
             // SAFETY: the kernel just gave us this fd and nothing else owns it.
             wake: unsafe { OwnedFd::from_raw_fd(wake) },
             target: Mutex::new(None),
@@ -338,6 +342,13 @@ impl Signals {
     pub fn heartbeat(&self) {
         let now = self.shared.epoch.elapsed().as_millis() as u64;
         self.shared.heartbeat_ms.store(now, Ordering::SeqCst);
+    }
+
+    /// The first stop signal that arrived while a command ran or between runs, if any:
+    /// a series of runs (`-r`) starts no further run after it.
+    pub fn stop_requested(&self) -> Option<i32> {
+        let s = self.shared.requested.load(Ordering::SeqCst);
+        (s != 0).then_some(s)
     }
 
     /// What arrived since the last call. Clears it.
@@ -421,6 +432,9 @@ fn handle(shared: &Shared, sig: i32, code: i32) {
                 t.is_some()
             };
             shared.stop.store(sig, Ordering::SeqCst);
+            let _ = shared
+                .requested
+                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
             wake(shared);
             let now = shared.epoch.elapsed().as_millis() as u64;
             let last = shared.heartbeat_ms.load(Ordering::SeqCst);

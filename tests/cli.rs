@@ -323,8 +323,9 @@ fn estimate_is_labelled_everywhere() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        // Schema 2 (issue 8): `device` and `start_s` before `cumulative_j`.
-        "schema_version,elapsed_s,domain,kind,socket,source,estimated,energy_delta_j,power_w,device,start_s,cumulative_j"
+        // Schema 2 (issue 8): `device` and `start_s` before `cumulative_j`; `run` added
+        // last (issue 11).
+        "schema_version,elapsed_s,domain,kind,socket,source,estimated,energy_delta_j,power_w,device,start_s,cumulative_j,run"
     );
     let rows: Vec<&str> = lines.collect();
     assert!(rows.len() >= 5, "{text}");
@@ -334,11 +335,12 @@ fn estimate_is_labelled_everywhere() {
             "{r}"
         );
     }
+    // `cumulative_j`, the column before `run`.
     let last: f64 = rows
         .last()
         .unwrap()
         .rsplit(',')
-        .next()
+        .nth(1)
         .unwrap()
         .parse()
         .unwrap();

@@ -124,7 +124,8 @@ fn powercap_energy_matches_the_truth_within_one_percent_across_a_wrap() {
         .rev()
         .find(|l| l.contains(",package-0,"))
         .unwrap();
-    let cum: f64 = last_p0.rsplit(',').next().unwrap().parse().unwrap();
+    // `cumulative_j`, the column before `run`.
+    let cum: f64 = last_p0.rsplit(',').nth(1).unwrap().parse().unwrap();
     assert_close(
         cum,
         p0["energy_j"].as_f64().unwrap(),

@@ -422,6 +422,9 @@ fn interval_writes_replace_the_file_at_each_interval() {
             is_slow: &[false],
             intervals: &[],
             command_j: None,
+            run: 1,
+            last: false,
+            domain_command_j: None,
         });
     };
     tick(0.0, 0.1);

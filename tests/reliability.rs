@@ -547,7 +547,7 @@ fn assert_whole_rows(text: &str) {
         "torn last line: {text:?}"
     );
     for line in text.lines() {
-        assert_eq!(line.split(',').count(), 12, "torn row {line:?}");
+        assert_eq!(line.split(',').count(), 13, "torn row {line:?}");
     }
 }
 

@@ -133,7 +133,10 @@ fn a_reader_blocking_500_ms_per_read_never_delays_the_tick() {
                 power_w: &s.power_w,
                 is_slow: &is_slow,
                 intervals: &s.intervals,
+                run: 1,
+                last: s.is_final(),
                 command_j: None,
+                domain_command_j: None,
             });
             tick_start = end_s;
         },

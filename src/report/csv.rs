@@ -14,13 +14,15 @@ use crate::output::Prepared;
 use crate::sources::Domain;
 
 use super::sink::{Sink, TickView};
+use super::stream::Stream;
 
 /// Version of the CSV schema, written in the `schema_version` column of every row.
 /// 2: rows of domains read at their own cadence come with their samples; `device` and
-/// `start_s` columns (docs/output-formats.md).
+/// `start_s` columns; `run` (the run of a `-r` series) added last, a pure addition
+/// (docs/output-formats.md).
 pub const CSV_SCHEMA_VERSION: u32 = 2;
 
-pub const HEADER: [&str; 12] = [
+pub const HEADER: [&str; 13] = [
     "schema_version",
     "elapsed_s",
     "domain",
@@ -33,6 +35,7 @@ pub const HEADER: [&str; 12] = [
     "device",
     "start_s",
     "cumulative_j",
+    "run",
 ];
 
 /// The buffer the csv writer fills, shared so the formatted bytes can be taken out.
@@ -54,6 +57,8 @@ pub struct CsvFormat {
     w: csv::Writer<TickBuf>,
     buf: TickBuf,
     cumulative: Vec<f64>,
+    /// The run the cumulative energies are of (they start again with each run).
+    run: u32,
 }
 
 impl Default for CsvFormat {
@@ -63,6 +68,7 @@ impl Default for CsvFormat {
             w: csv::WriterBuilder::new().from_writer(buf.clone()),
             buf,
             cumulative: Vec::new(),
+            run: 0,
         }
     }
 }
@@ -79,6 +85,7 @@ impl CsvFormat {
     }
 
     fn row(&mut self, d: &Domain, k: usize, start_s: f64, end_s: f64, delta: f64, power: f64) {
+        let run = self.run.to_string();
         self.cumulative[k] += delta;
         let num = |x: f64| format!("{:.6}", crate::text::no_negative_zero(x));
         let socket = d.socket.map(|s| s.to_string()).unwrap_or_default();
@@ -95,12 +102,17 @@ impl CsvFormat {
             d.device.id().as_str(),
             format!("{start_s:.6}").as_str(),
             num(self.cumulative[k]).as_str(),
+            run.as_str(),
         ]);
     }
 
     /// The rows of one tick: one per fast domain (its energy in the tick, 0 when the
     /// read failed), and one per interval a slow domain completed (over its own times).
     pub fn tick(&mut self, t: &TickView<'_>) -> Vec<u8> {
+        if self.run != t.run {
+            self.run = t.run;
+            self.cumulative.clear();
+        }
         if self.cumulative.len() != t.domains.len() {
             self.cumulative.resize(t.domains.len(), 0.0);
         }
@@ -124,16 +136,11 @@ impl CsvFormat {
     }
 }
 
-/// The CSV output of a run.
+/// The CSV output of a run (or of every run of a series).
 pub struct CsvSink {
     fmt: CsvFormat,
-    out: Prepared,
-    flag: &'static str,
-    describe: String,
+    out: Stream,
     header_pending: bool,
-    /// Bytes written whole so far (where a regular file is cut back to on a failure).
-    written: u64,
-    error: Option<String>,
 }
 
 impl CsvSink {
@@ -142,119 +149,63 @@ impl CsvSink {
     pub fn new(out: Prepared, flag: &'static str, describe: String) -> CsvSink {
         let mut s = CsvSink {
             fmt: CsvFormat::default(),
-            out,
-            flag,
-            describe,
+            out: Stream::new(
+                out,
+                flag,
+                "the CSV timeline",
+                describe,
+                "the rows after that are missing",
+            ),
             header_pending: true,
-            written: 0,
-            error: None,
         };
-        if matches!(s.out, Prepared::Atomic(_)) {
+        if s.out.is_atomic() {
             s.write_header();
         }
         s
-    }
-
-    fn is_regular(&self) -> bool {
-        matches!(self.out, Prepared::Atomic(_) | Prepared::Open(..))
     }
 
     fn write_header(&mut self) {
         if self.header_pending {
             self.header_pending = false;
             let h = self.fmt.header();
-            self.write(&h, 0.0);
+            self.out.write(&h, 0.0);
         }
-    }
-
-    /// Before the command starts: a FIFO, a device or a descriptor is opened now and gets
-    /// the header (a FIFO without a reader is waited for, with a message).
-    pub fn before_start(&mut self) {
-        if self.error.is_some() || matches!(self.out, Prepared::Atomic(_)) {
-            return;
-        }
-        if let Err(e) = self.out.place(self.flag) {
-            self.fail(0.0, &e);
-            return;
-        }
-        self.write_header();
-    }
-
-    /// The command has started: a regular file now replaces what was at its destination.
-    pub fn after_start(&mut self) {
-        if self.error.is_none()
-            && matches!(self.out, Prepared::Atomic(_))
-            && let Err(e) = self.out.place(self.flag)
-        {
-            self.fail(0.0, &e);
-        }
-    }
-
-    /// Write one tick's rows in one write. After a failure, nothing more is written.
-    pub fn write_tick(&mut self, t: &TickView<'_>) {
-        if self.error.is_some() {
-            return;
-        }
-        let rows = self.fmt.tick(t);
-        self.write(&rows, t.end_s);
-    }
-
-    fn write(&mut self, bytes: &[u8], at_s: f64) {
-        let r = match self.out.writer() {
-            Ok(f) => f.write_all(bytes).and_then(|_| f.flush()),
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => self.written += bytes.len() as u64,
-            Err(e) => self.fail(at_s, &e),
-        }
-    }
-
-    fn fail(&mut self, at_s: f64, e: &io::Error) {
-        // Never leave half a row: cut a regular file back to its last complete row.
-        let regular = self.is_regular();
-        if regular && let Ok(f) = self.out.writer() {
-            let _ = f.set_len(self.written);
-        }
-        self.error = Some(format!(
-            "writing the CSV timeline ({}) to {} failed at {:.2} s: {e}; the rows after that are missing{}",
-            self.flag,
-            self.describe,
-            at_s,
-            if regular {
-                " (the file ends with the last complete row)"
-            } else {
-                ""
-            }
-        ));
     }
 
     /// The failure, if writing failed.
     pub fn error(&self) -> Option<&str> {
-        self.error.as_deref()
+        self.out.error()
     }
 }
 
 impl Sink for CsvSink {
+    /// Before the command starts: a FIFO, a device or a descriptor is opened now and gets
+    /// the header (a FIFO without a reader is waited for, with a message).
     fn open(&mut self) -> Result<(), String> {
-        self.before_start();
-        match &self.error {
-            Some(e) => Err(e.clone()),
+        self.out.open()?;
+        self.write_header();
+        match self.out.error() {
+            Some(e) => Err(e.to_string()),
             None => Ok(()),
         }
     }
+    /// The command has started: a regular file now replaces what was at its destination.
     fn started(&mut self) {
-        self.after_start();
+        self.out.place();
     }
+    /// One tick's rows, in one write.
     fn tick(&mut self, t: &TickView<'_>) {
-        self.write_tick(t);
+        if self.out.error().is_none() {
+            let rows = self.fmt.tick(t);
+            self.out.write(&rows, t.end_s);
+        }
     }
     fn stream_error(&self) -> Option<String> {
-        self.error.clone()
+        self.out.error().map(str::to_string)
     }
     fn finish(self: Box<Self>, _summary: &super::Summary) -> Result<(), String> {
-        match self.error {
-            Some(e) => Err(e),
+        match self.out.error() {
+            Some(e) => Err(e.to_string()),
             None => Ok(()),
         }
     }
@@ -291,7 +242,10 @@ mod tests {
                 power_w: &[10.0, 5.0, 0.0],
                 is_slow: &[],
                 intervals,
+                run: 1,
+                last: false,
                 command_j: None,
+                domain_command_j: None,
             };
         let mut text = String::from_utf8(f.header()).unwrap();
         let mut v = view(0.0, 0.1, &[1.0, 0.5, 0.0], &[]);
@@ -315,16 +269,16 @@ mod tests {
         assert_eq!(lines[0], HEADER.join(","));
         assert_eq!(
             lines[3],
-            "2,0.200000,package-0,package,0,powercap,false,2.000000,20.000000,socket:0,0.100000,3.000000"
+            "2,0.200000,package-0,package,0,powercap,false,2.000000,20.000000,socket:0,0.100000,3.000000,1"
         );
         assert_eq!(
             lines[4],
-            "2,0.200000,cpu (estimated),estimate,,estimate,true,0.000000,5.000000,machine,0.100000,0.500000"
+            "2,0.200000,cpu (estimated),estimate,,estimate,true,0.000000,5.000000,machine,0.100000,0.500000,1"
         );
         // The chassis sample, over its own interval.
         assert_eq!(
             lines[5],
-            "2,0.150000,chassis,chassis,,hwmon,false,3.000000,30.000000,chassis,0.050000,3.000000"
+            "2,0.150000,chassis,chassis,,hwmon,false,3.000000,30.000000,chassis,0.050000,3.000000,1"
         );
     }
 }

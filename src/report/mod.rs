@@ -2,12 +2,17 @@
 //! The measuring core knows nothing of formats; exporters know nothing of measuring.
 
 pub mod csv;
+pub mod intervals;
 pub mod json;
+pub mod markdown;
+pub mod separated;
+pub mod series;
 // Carbon, OpenMetrics, plots (issue 12)
 pub mod openmetrics;
 pub mod plot;
 pub mod push;
 pub mod sink;
+pub mod stream;
 pub mod summary;
 pub mod table;
 
@@ -178,6 +183,31 @@ pub struct Summary {
     pub attribution: Option<AttributionReport>,
     pub overhead: Overhead,
     pub warnings: Vec<String>,
+    /// The machine the run was on (`joulerun compare` refuses runs of two machines).
+    pub machine: crate::baseline::MachineIdentity,
+    /// The units of every figure (`joulerun compare` refuses runs in other units).
+    pub units: Units,
+    /// With `-r`: every run and the statistics over them. The rest of the summary is the
+    /// last measured run's.
+    pub repeat: Option<series::Repeat>,
+}
+
+/// The units of a summary's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Units {
+    pub energy: &'static str,
+    pub power: &'static str,
+    pub time: &'static str,
+}
+
+impl Default for Units {
+    fn default() -> Units {
+        Units {
+            energy: "J",
+            power: "W",
+            time: "s",
+        }
+    }
 }
 
 impl Summary {

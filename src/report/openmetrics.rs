@@ -382,6 +382,8 @@ pub struct OpenMetricsSink {
     next_s: f64,
     domains: Vec<DomainFigure>,
     error: Option<String>,
+    /// The run of a series the interval figures are of (they start again with each).
+    run: u32,
 }
 
 impl OpenMetricsSink {
@@ -404,6 +406,7 @@ impl OpenMetricsSink {
             next_s: 0.0,
             domains: Vec::new(),
             error: None,
+            run: 0,
         })
     }
 
@@ -437,6 +440,11 @@ impl OpenMetricsSink {
 impl Sink for OpenMetricsSink {
     fn tick(&mut self, t: &TickView<'_>) {
         let Some(every) = self.every_s else { return };
+        if t.run != self.run {
+            self.run = t.run;
+            self.domains.clear();
+            self.next_s = every;
+        }
         if self.domains.len() != t.domains.len() {
             self.domains = t.domains.iter().map(|d| DomainFigure::of(d, 0.0)).collect();
         }

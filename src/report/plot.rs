@@ -614,7 +614,13 @@ pub fn document(
 pub struct PlotSink {
     requested: Requested,
     out: Prepared,
+    /// One timeline per run of a series (`-r`): the first is drawn stacked, the others
+    /// as the band of their spread.
     runs: Vec<Timeline>,
+    /// An empty timeline, the start of each run's.
+    template: Timeline,
+    /// The run the last timeline is of.
+    run: u32,
 }
 
 impl PlotSink {
@@ -641,19 +647,28 @@ impl PlotSink {
         Ok(PlotSink {
             requested: r.clone(),
             out: output::prepare(r)?,
-            runs: vec![t],
+            runs: Vec::new(),
+            template: t,
+            run: 0,
         })
     }
 }
 
 impl Sink for PlotSink {
     fn tick(&mut self, t: &TickView<'_>) {
+        if self.runs.is_empty() || t.run != self.run {
+            self.run = t.run;
+            self.runs.push(self.template.clone());
+        }
         if let Some(r) = self.runs.last_mut() {
             r.tick(t);
         }
     }
 
-    fn finish(self: Box<Self>, summary: &Summary) -> std::result::Result<(), String> {
+    fn finish(mut self: Box<Self>, summary: &Summary) -> std::result::Result<(), String> {
+        if self.runs.is_empty() {
+            self.runs.push(self.template.clone());
+        }
         let mut info = PlotInfo::of_summary(summary);
         if self.runs.iter().all(|r| r.baseline_w.is_none()) && summary.attribution.is_some() {
             info.notes
@@ -676,11 +691,16 @@ pub fn issue12_sinks(
     let mut v: Vec<Box<dyn Sink>> = Vec::new();
     if plan.openmetrics.is_some() || plan.push.is_some() {
         let labels = super::openmetrics::RunLabels::new(&plan.command, plan.pid, &plan.push_job);
-        v.push(Box::new(super::openmetrics::OpenMetricsSink::new(
+        let sink = super::openmetrics::OpenMetricsSink::new(
             plan.openmetrics.as_ref(),
             plan.push.as_ref(),
             labels,
-        )?));
+        )?;
+        // With -I, the file is rewritten at each interval too.
+        v.push(Box::new(match plan.interval_print_ms {
+            Some(ms) => sink.every(ms),
+            None => sink,
+        }));
     }
     if let Some(r) = &plan.plot {
         v.push(Box::new(PlotSink::new(

@@ -76,6 +76,7 @@ pub struct SummaryInput<'a> {
     pub attribution: Option<AttributionReport>,
     /// Intensity and PUE for the emissions (issue 12).
     pub carbon: &'a crate::carbon::Carbon,
+    pub machine: crate::baseline::MachineIdentity,
 }
 
 /// The warnings about one domain's readings, in the order a report lists them.
@@ -268,6 +269,9 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
             t.estimated,
         ),
         attribution: i.attribution,
+        machine: i.machine,
+        units: super::Units::default(),
+        repeat: None,
         overhead: Overhead {
             cpu_s: i.self_cpu_s,
             percent_of_one_core: if el > 0.0 {

@@ -9,9 +9,12 @@ use crate::procs::TrackMethod;
 
 use crate::sources::{Device, DomainKind, Place};
 
+use super::markdown::with_spread;
+use super::series::Repeat;
 use super::{
     AttributionReport, DomainSummary, Mode, Summary, fmt_joules, fmt_kwh, fmt_money, fmt_watts, sig,
 };
+use crate::stats::Stats;
 
 fn new_table() -> Table {
     let mut t = Table::new();
@@ -45,6 +48,17 @@ pub fn render(s: &Summary) -> String {
                 .trim_end_matches(':')
         ),
     };
+    let title = match &s.repeat {
+        Some(r) => {
+            let runs = if r.completed == r.requested {
+                format!("{} runs", r.completed)
+            } else {
+                format!("{} of {} runs", r.completed, r.requested)
+            };
+            format!("{} ({runs}):", title.trim_end_matches(':'))
+        }
+        None => title,
+    };
     out.push('\n');
     out.push_str(&title);
     out.push_str("\n\n");
@@ -68,6 +82,11 @@ pub fn render(s: &Summary) -> String {
     let mut order: Vec<usize> = (0..s.domains.len()).collect();
     order.sort_by_key(|&i| (s.domains[i].category, device_rank(&s.domains[i].device), i));
     let mut last_device: Option<&Device> = None;
+    let rep = s.repeat.as_ref();
+    let total_st = rep.and_then(|r| r.stats.total_j.as_ref());
+    let total_j = total_st.map_or(s.total.energy_j, |x| x.mean);
+    let elapsed_st = rep.and_then(|r| r.stats.elapsed_s.as_ref());
+    let elapsed_s = elapsed_st.map_or(s.elapsed_s, |x| x.mean);
     for &i in &order {
         let d = &s.domains[i];
         let device = if last_device == Some(&d.device) {
@@ -76,16 +95,23 @@ pub fn render(s: &Summary) -> String {
             crate::text::escape_line(&d.device.label()).into_owned()
         };
         last_device = Some(&d.device);
+        let st = rep.and_then(|r| r.domain(&d.name));
         t.add_row(vec![
             device,
             crate::text::escape_line(&d.name).into_owned(),
             d.source.name().to_string(),
-            fmt_joules(d.energy_j),
-            fmt_watts(d.avg_power_w),
+            with_spread(
+                fmt_joules(st.map_or(d.energy_j, |x| x.energy_j.mean)),
+                st.map(|x| &x.energy_j),
+            ),
+            with_spread(
+                fmt_watts(st.map_or(d.avg_power_w, |x| x.avg_power_w.mean)),
+                st.map(|x| &x.avg_power_w),
+            ),
             domain_note(d, s.total.of),
         ]);
     }
-    if let Some(rest) = s.total.rest_of_system_j {
+    if let Some(rest) = s.total.rest_of_system_j.filter(|_| rep.is_none()) {
         let over = s
             .attribution
             .as_ref()
@@ -116,8 +142,12 @@ pub fn render(s: &Summary) -> String {
         String::new(),
         total_name.to_string(),
         String::new(),
-        fmt_joules(s.total.energy_j),
-        fmt_watts(s.total.avg_power_w),
+        with_spread(fmt_joules(total_j), total_st),
+        fmt_watts(if elapsed_s > 0.0 {
+            total_j / elapsed_s
+        } else {
+            0.0
+        }),
         total_note,
     ]);
     for i in [3, 4] {
@@ -148,17 +178,18 @@ pub fn render(s: &Summary) -> String {
     let mut k = new_table();
     k.add_row(vec![
         "elapsed".to_string(),
-        format!("{} s", sig(s.elapsed_s, 4)),
+        with_spread(format!("{} s", sig(elapsed_s, 4)), elapsed_st),
     ]);
     k.add_row(vec![
         "energy".to_string(),
-        format!("{}{est}", fmt_kwh(s.total.energy_j)),
+        format!("{}{est}", fmt_kwh(total_j)),
     ]);
+    let cost = total_j / super::J_PER_KWH * s.cost.price_per_kwh;
     k.add_row(vec![
         "cost".to_string(),
         format!(
             "{}{est} at {} {}/kWh",
-            fmt_money(s.cost.amount, &crate::text::escape_line(&s.cost.currency)),
+            fmt_money(cost, &crate::text::escape_line(&s.cost.currency)),
             sig(s.cost.price_per_kwh, 3),
             crate::text::escape_line(&s.cost.currency)
         ),
@@ -169,7 +200,13 @@ pub fn render(s: &Summary) -> String {
         "CO2e".to_string(),
         format!(
             "{}{est} at {}",
-            crate::carbon::fmt_grams(em.g_co2e),
+            with_spread(
+                crate::carbon::fmt_grams(
+                    rep.and_then(|r| r.stats.co2e_g.as_ref())
+                        .map_or(em.g_co2e, |x| x.mean)
+                ),
+                rep.and_then(|r| r.stats.co2e_g.as_ref())
+            ),
             intensity_note(em)
         ),
     ]);
@@ -184,14 +221,18 @@ pub fn render(s: &Summary) -> String {
             ),
         ]);
     }
-    if let Some(e) = &s.exit
-        && e.status != 0
-    {
-        let how = match (e.code, e.signal) {
-            (_, Some(sig)) => format!("{} (killed by signal {sig})", e.status),
-            _ => e.status.to_string(),
+    let status = super::separated::exit_status(s);
+    if status != 0 {
+        let how = match s.exit.as_ref().and_then(|e| e.signal) {
+            Some(sig) if rep.is_none() => format!("{status} (killed by signal {sig})"),
+            _ => status.to_string(),
         };
-        k.add_row(vec!["exit status".to_string(), how]);
+        let what = if rep.is_some() {
+            "exit status (first failed run)"
+        } else {
+            "exit status"
+        };
+        k.add_row(vec![what.to_string(), how]);
     }
     k.add_row(vec![
         "joulerun overhead".to_string(),
@@ -203,9 +244,19 @@ pub fn render(s: &Summary) -> String {
     ]);
     push_indented(&mut out, &k.to_string());
 
+    if let Some(r) = rep {
+        out.push('\n');
+        out.push_str(&render_series(r, s.estimated));
+    }
+
     if let Some(a) = &s.attribution {
         out.push('\n');
-        out.push_str(&render_attribution(a, s.estimated, &s.emissions));
+        out.push_str(&render_attribution(
+            a,
+            s.estimated,
+            &s.emissions,
+            rep.is_some(),
+        ));
     }
 
     if !s.warnings.is_empty() {
@@ -245,10 +296,63 @@ fn intensity_note(em: &crate::carbon::Emissions) -> String {
     )
 }
 
+/// The series: how it ran, and each figure's mean, 95% interval, spread and range.
+fn render_series(r: &Repeat, estimated: bool) -> String {
+    let mut how = format!(
+        "{} measured run{}",
+        r.completed,
+        if r.completed == 1 { "" } else { "s" }
+    );
+    if r.warmup > 0 {
+        how.push_str(&format!(
+            " after {} warm-up{}",
+            r.warmup,
+            if r.warmup == 1 { "" } else { "s" }
+        ));
+    }
+    if r.cooldown_s > 0.0 {
+        how.push_str(&format!(", {} s apart", sig(r.cooldown_s, 3)));
+    }
+    let mut out = format!(" Series ({how}):\n");
+    let mut k = new_table();
+    k.set_header(vec!["", "mean", "± 95% CI", "std dev", "min", "max"]);
+    let est = if estimated { " (estimated)" } else { "" };
+    let row = |k: &mut Table, name: String, st: &Stats, f: &dyn Fn(f64) -> String| {
+        // One run has no spread to show.
+        let spread = |s: String| if st.n > 1 { s } else { "-".to_string() };
+        k.add_row(vec![
+            name,
+            f(st.mean),
+            spread(format!("± {}%", sig(st.ci95_pct, 2))),
+            spread(f(st.sd)),
+            f(st.min),
+            f(st.max),
+        ]);
+    };
+    let secs = |x: f64| format!("{} s", sig(x, 4));
+    if let Some(st) = &r.stats.elapsed_s {
+        row(&mut k, "elapsed".into(), st, &secs);
+    }
+    if let Some(st) = &r.stats.total_j {
+        row(&mut k, format!("total{est}"), st, &fmt_joules);
+    }
+    if let Some(st) = &r.stats.command_j {
+        row(&mut k, format!("command{est}"), st, &fmt_joules);
+    }
+    for c in 1..6 {
+        if let Some(col) = k.column_mut(c) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    push_indented(&mut out, &k.to_string());
+    out
+}
+
 fn render_attribution(
     a: &AttributionReport,
     estimated: bool,
     em: &crate::carbon::Emissions,
+    last_of_series: bool,
 ) -> String {
     let m = &a.summary;
     let t = &m.total;
@@ -258,7 +362,11 @@ fn render_attribution(
         Some(TrackMethod::Proc) => "process tree followed through /proc",
         None => "no process tree",
     };
-    let mut out = format!(" Attribution ({method}):\n");
+    let mut out = if last_of_series {
+        format!(" Attribution of the last run ({method}):\n")
+    } else {
+        format!(" Attribution ({method}):\n")
+    };
     let mut k = new_table();
     k.add_row(vec![
         "machine energy".to_string(),
