@@ -53,7 +53,7 @@
 use serde::Serialize;
 
 use crate::procs::TrackMethod;
-use crate::sources::{Category, Device, Domain, DomainKind, Place};
+use crate::sources::{Category, Device, Domain, DomainKind, IntervalUsage, Place, UsageMethod};
 use crate::usage::{UsageDelta, UsageHistory, UsagePoint};
 
 /// Everything one tick contributes, for every domain of the run. All values are deltas
@@ -233,8 +233,24 @@ pub struct DomainAttribution {
     /// usage signal of its own (the chassis, a battery, a GPU seen only through hwmon, a
     /// meter); docs/attribution.md says how it is split.
     pub modelled: bool,
+    /// GPUs (issue 9): how the command's share of this domain was found, interval by
+    /// interval: by each usage method of its source, or modelled (`method: None`).
+    /// Empty for the CPU's domains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageShare>,
     #[serde(flatten)]
     pub energy: EnergySplit,
+}
+
+/// The part of a domain's attribution that one usage method decided.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UsageShare {
+    /// The source's method, or `None`: modelled (no usage from the source).
+    pub method: Option<UsageMethod>,
+    /// Time its intervals covered, s.
+    pub measured_s: f64,
+    pub dynamic_j: f64,
+    pub command_dynamic_j: f64,
 }
 
 /// CPU time and energy of one package.
@@ -400,6 +416,7 @@ impl Attributor {
                         .flatten()
                         .filter(|w| w.is_finite() && *w >= 0.0),
                     modelled: d.category() != Category::Cpu,
+                    usage: Vec::new(),
                     energy: EnergySplit::default(),
                 }
             })
@@ -488,6 +505,21 @@ impl Attributor {
     /// the whole machine), or of busy CPU time when those had none ("modelled").
     /// Call it after the tick that covers `end_s`.
     pub fn interval(&mut self, d: usize, start_s: f64, end_s: f64, energy_j: f64) {
+        self.interval_with_usage(d, start_s, end_s, energy_j, None);
+    }
+
+    /// [`Attributor::interval`], with the command's use of the device over that interval
+    /// as its source measured it (NVML's per-process GPU use). With `Some`, a GPU's
+    /// dynamic energy (and its static part) is split by `usage.share()` instead of the
+    /// modelled share, and the domain's `usage` records the method.
+    pub fn interval_with_usage(
+        &mut self,
+        d: usize,
+        start_s: f64,
+        end_s: f64,
+        energy_j: f64,
+        usage: Option<IntervalUsage>,
+    ) {
         if !self.wants_interval(d) || d >= self.domains.len() {
             return;
         }
@@ -541,6 +573,12 @@ impl Attributor {
                 busy_all > 0.0,
             ),
         };
+        // A measured usage of the device itself wins over the model (GPUs through NVML).
+        let usage = usage.filter(|_| matches!(self.devices[d], Device::Gpu { .. }));
+        let (share, occupancy) = match usage {
+            Some(m) => (m.share(), m.share()),
+            None => (share, occupancy),
+        };
         let self_frac = ratio(u.self_cpu_s, busy_all);
         let dom = &mut self.domains[d];
         let split = split_energy(energy_j, dom.baseline_w, dt);
@@ -556,6 +594,33 @@ impl Attributor {
         dom.energy.measured_s += dt;
         if split.below_baseline {
             dom.energy.below_baseline_s += dt;
+        }
+        if matches!(self.devices[d], Device::Gpu { .. }) {
+            let method = usage.map(|m| m.method);
+            let row = match dom.usage.iter().position(|r| r.method == method) {
+                Some(k) => &mut dom.usage[k],
+                None => {
+                    dom.usage.push(UsageShare {
+                        method,
+                        measured_s: 0.0,
+                        dynamic_j: 0.0,
+                        command_dynamic_j: 0.0,
+                    });
+                    dom.usage
+                        .sort_by_key(|r| r.method.map_or(u8::MAX, |m| m as u8));
+                    let k = dom
+                        .usage
+                        .iter()
+                        .position(|r| r.method == method)
+                        .unwrap_or(0);
+                    &mut dom.usage[k]
+                }
+            };
+            row.measured_s += dt;
+            row.dynamic_j += tick.split.dynamic_j;
+            row.command_dynamic_j += tick.command_dynamic_j;
+            // Modelled only while some of its energy was split by the model.
+            dom.modelled = dom.usage.iter().any(|r| r.method.is_none());
         }
         match self.places[d] {
             Place::Part => {

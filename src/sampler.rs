@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::counter::{Accumulator, Delta};
 use crate::procs::{MachineCpu, MachineCpuSample, TreeCpu, TreeTracker};
-use crate::sources::{Cadence, Domain, DomainKind, ReadError, Reading, Source};
+use crate::sources::{
+    Cadence, CommandPids, Domain, DomainKind, IntervalUsage, ReadError, Reading, Source,
+};
 
 /// What went wrong with one domain during the run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,6 +43,9 @@ pub struct Interval {
     pub start_s: f64,
     pub end_s: f64,
     pub energy_j: f64,
+    /// The command's use of the domain's device over this interval, from its source
+    /// (NVML); `None`: attribution models the share.
+    pub usage: Option<IntervalUsage>,
 }
 
 impl Interval {
@@ -106,6 +111,10 @@ pub struct Sampler {
     /// When the machine CPU was last read, and whether this tick read it.
     machine_t: f64,
     machine_fresh: bool,
+    /// GPUs (issue 9): the command's PIDs, published on each usage probe for sources
+    /// that filter per-process data; and each domain's highest interval power, W.
+    pids_out: Option<(std::sync::Arc<CommandPids>, Vec<i32>)>,
+    peak_w: Vec<f64>,
 }
 
 /// The shortest time between two readings of the CPU usage probes (the machine's
@@ -182,7 +191,20 @@ impl Sampler {
             tree: None,
             tree_now: TreeCpu::default(),
             tree_before: TreeCpu::default(),
+            pids_out: None,
+            peak_w: vec![0.0; n],
         }
+    }
+
+    /// Publish the command's processes into `pids` on every usage probe (after the tree
+    /// is read), for reader threads that filter by them (NVML).
+    pub fn share_pids(&mut self, pids: std::sync::Arc<CommandPids>) {
+        self.pids_out = Some((pids, Vec::new()));
+    }
+
+    /// Each domain's highest power over one of its intervals, W.
+    pub fn peak_w(&self) -> &[f64] {
+        &self.peak_w
     }
 
     /// Follow the command's tree from now on (call it once the command has started); it
@@ -224,6 +246,10 @@ impl Sampler {
         if let Some(tr) = self.tree.as_mut() {
             std::mem::swap(&mut self.tree_now, &mut self.tree_before);
             tr.sample(&mut self.tree_now);
+            if let Some((shared, buf)) = self.pids_out.as_mut() {
+                tr.pids(buf);
+                shared.set(buf);
+            }
         }
         if let Some(m) = self.machine.as_mut() {
             std::mem::swap(&mut self.machine_now, &mut self.machine_before);
@@ -352,6 +378,7 @@ impl Sampler {
             last_sample_s,
             measured_s,
             intervals,
+            peak_w,
             ..
         } = self;
         for f in fast.iter_mut() {
@@ -370,12 +397,15 @@ impl Sampler {
                 (delta_j[k], energy[k]) = match outcome {
                     Some((t0, j)) => {
                         measured_s[k] += t - t0;
-                        intervals.push(Interval {
+                        let iv = Interval {
                             domain: k,
                             start_s: t0,
                             end_s: t,
                             energy_j: j,
-                        });
+                            usage: None,
+                        };
+                        peak_w[k] = peak_w[k].max(iv.power_w());
+                        intervals.push(iv);
                         (j, Some(j))
                     }
                     None => (0.0, None),
@@ -393,6 +423,7 @@ impl Sampler {
             measured_s,
             intervals,
             batches,
+            peak_w,
             ..
         } = self;
         for s in slow.iter_mut() {
@@ -413,12 +444,15 @@ impl Sampler {
                         b.t_end_s,
                     ) {
                         measured_s[k] += b.t_s - t0;
-                        intervals.push(Interval {
+                        let iv = Interval {
                             domain: k,
                             start_s: t0,
                             end_s: b.t_s,
                             energy_j: e,
-                        });
+                            usage: b.usage.get(j).copied().flatten(),
+                        };
+                        peak_w[k] = peak_w[k].max(iv.power_w());
+                        intervals.push(iv);
                     }
                 }
             }
