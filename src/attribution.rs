@@ -579,7 +579,12 @@ impl Attributor {
             Some(m) => (m.share(), m.share()),
             None => (share, occupancy),
         };
-        let self_frac = ratio(u.self_cpu_s, busy_all);
+        // joulerun's own CPU time takes no part of a GPU whose use was measured.
+        let self_frac = if usage.is_some() {
+            0.0
+        } else {
+            ratio(u.self_cpu_s, busy_all)
+        };
         let dom = &mut self.domains[d];
         let split = split_energy(energy_j, dom.baseline_w, dt);
         let overhead_frac = self_frac.min(1.0 - share).max(0.0);
@@ -1311,5 +1316,58 @@ mod tests {
         assert_close!(r.energy_j, 130.0);
         assert_eq!(r.negative_intervals, 1);
         assert_close!(r.negative_j, 40.0);
+    }
+
+    #[test]
+    fn a_gpu_with_measured_use_is_split_by_it_and_records_the_method() {
+        use crate::sources::{Device, IntervalUsage, SourceKind, UsageMethod};
+        let gpu = Domain::on_device(
+            "gpu-0",
+            DomainKind::Gpu,
+            Device::Gpu {
+                index: 0,
+                uuid: None,
+                name: None,
+            },
+            SourceKind::Nvml,
+        );
+        let d = vec![dom(DomainKind::Package, Some(0)), gpu];
+        // A 50 W idle baseline for the GPU.
+        let mut a = Attributor::new(&d, &[0], &[4], &[None, Some(50.0)])
+            .with_interval_domains(&[false, true]);
+        for _ in 0..10 {
+            a.tick(&tick(0.1, &[Some(1.0), None], &[0.0], &[0.1], 0.05));
+        }
+        let sm = |c: f64| IntervalUsage {
+            command: c,
+            total: 1.0,
+            method: UsageMethod::SmUtilisation,
+        };
+        // 0.5 s at 250 W: 25 J idle + 100 J dynamic, 75 % the command's.
+        a.interval_with_usage(1, 0.0, 0.5, 125.0, Some(sm(0.75)));
+        // 0.5 s without usage from the source: modelled (the CPU parts' share, 0 here).
+        a.interval_with_usage(1, 0.5, 1.0, 125.0, None);
+        let s = a.summary();
+        let g = &s.per_domain[1];
+        assert!(g.modelled, "part of it was modelled");
+        assert_close!(g.energy.dynamic_j, 200.0);
+        assert_close!(g.energy.command_dynamic_j, 75.0);
+        assert_close!(g.energy.command_static_j, 25.0 * 0.75);
+        // joulerun's CPU time takes nothing of the measured part.
+        assert_close!(g.energy.overhead_j, 100.0 * 0.5);
+        assert_eq!(g.usage.len(), 2);
+        assert_eq!(g.usage[0].method, Some(UsageMethod::SmUtilisation));
+        assert_close!(g.usage[0].command_dynamic_j, 75.0);
+        assert_close!(g.usage[0].measured_s, 0.5);
+        assert_eq!(g.usage[1].method, None);
+        // Only measured usage: not modelled.
+        let mut a = Attributor::new(&d, &[0], &[4], &[]).with_interval_domains(&[false, true]);
+        a.tick(&tick(1.0, &[Some(1.0), None], &[0.0], &[1.0], 0.0));
+        a.interval_with_usage(1, 0.0, 1.0, 10.0, Some(sm(1.0)));
+        let g = &a.summary().per_domain[1];
+        assert!(!g.modelled);
+        assert_close!(g.energy.command_dynamic_j, 10.0);
+        // The CPU's domains carry no usage rows.
+        assert!(a.summary().per_domain[0].usage.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 //! The measuring core knows nothing of formats; exporters know nothing of measuring.
 
 pub mod csv;
+pub mod gpu;
 pub mod json;
 pub mod sink;
 pub mod summary;
@@ -172,6 +173,10 @@ pub struct Summary {
     pub attribution: Option<AttributionReport>,
     pub overhead: Overhead,
     pub warnings: Vec<String>,
+    /// GPUs (issue 9): one entry per GPU, the command's share of each, the CPU/GPU
+    /// split. Absent when the run had no GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<gpu::GpuSection>,
 }
 
 impl Summary {

@@ -17,6 +17,9 @@ pub fn joulerun(root: &Path, state: &Path) -> Command {
         "JOULERUN_PRICE",
         "JOULERUN_CURRENCY",
         "JOULERUN_CPU_WATTS",
+        "JOULERUN_NVML_LIB",
+        "JOULERUN_FAKE_NVML",
+        "CUDA_VISIBLE_DEVICES",
     ] {
         c.env_remove(var);
     }
