@@ -583,3 +583,73 @@ fn a_run_shorter_than_the_counter_period_is_flagged_not_shown_as_exact() {
         "{err}"
     );
 }
+
+#[test]
+fn basepower_calibrates_each_gpus_idle_power_without_compute_processes() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = fakenvml::lib();
+    let b = t.path().join("baseline.json");
+    let calibrate = |s: &Script| {
+        let mut c = common::joulerun(t.path(), &t.path().join("state"));
+        c.env("JOULERUN_NVML_LIB", &lib)
+            .env(fakenvml::SCRIPT_VAR, s.path())
+            .args(["--basepower", "--force", "--duration", "1", "--baseline"])
+            .arg(&b)
+            .output()
+            .unwrap()
+    };
+    // Idle at 60 W, nobody on the GPU.
+    let s = Script::new(t.path(), &gpu_line(0, "NVIDIA A100", true, 60.0));
+    let o = calibrate(&s);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("gpu-0"), "{}", stderr(&o));
+    // A run at 260 W: 60 W of it is static, the rest dynamic.
+    s.write(&gpu_line(0, "NVIDIA A100", true, 260.0));
+    let o = run(
+        t.path(),
+        &lib,
+        &s,
+        &[
+            "--baseline",
+            b.to_str().unwrap(),
+            "--json",
+            "-",
+            "--",
+            "sleep",
+            "1",
+        ],
+        &[],
+    );
+    let j = ok_json(&o);
+    let a = attributed(&j, "gpu-0");
+    assert!(close(f(&a["baseline_w"]), 60.0, 0.02), "{a}");
+    let (st, dy) = (f(&a["static_j"]), f(&a["dynamic_j"]));
+    assert!(close(dy / st, 200.0 / 60.0, 0.1), "{a}");
+    assert!(close(f(&gpu(&j, "gpu-0")["baseline_w"]), 60.0, 0.02));
+    // A compute process on the GPU during calibration: that time is left out, and said.
+    let other = Other::start();
+    s.write(&format!(
+        "{}proc gpu=0 pid={}\n",
+        gpu_line(0, "NVIDIA A100", true, 60.0),
+        other.pid()
+    ));
+    let o = calibrate(&s);
+    assert!(
+        stderr(&o).contains("gpu-0: compute processes were on it"),
+        "{}",
+        stderr(&o)
+    );
+    // Without a baseline, the report says all the GPU's energy is dynamic.
+    let o = run(
+        t.path(),
+        &lib,
+        &s,
+        &["--no-baseline", "--", "sleep", "0.3"],
+        &[],
+    );
+    assert!(
+        stderr(&o).contains("no idle baseline for it: all its energy is dynamic"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -41,6 +41,9 @@ pub struct GpuReport {
     pub share_methods: Vec<UsageShare>,
     /// True while any of its share was modelled rather than measured.
     pub modelled: Option<bool>,
+    /// Its idle power from the baseline, W; `None`: no baseline for it, so all its
+    /// energy counts as dynamic.
+    pub baseline_w: Option<f64>,
 }
 
 /// The GPUs and the CPU/GPU split of the parts.
@@ -118,6 +121,7 @@ pub fn section(
             command_j: att.map(|a| a.energy.command_total_j),
             share_methods: att.map(|a| a.usage.clone()).unwrap_or_default(),
             modelled: att.map(|a| a.modelled),
+            baseline_w: att.and_then(|a| a.baseline_w),
         });
     }
     if gpus.is_empty() {

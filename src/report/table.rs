@@ -387,12 +387,17 @@ fn gpu_shares(s: &Summary) -> String {
             format!("GPU {}", g.index),
             fmt_joules(j),
             format!(
-                "{}% of its dynamic energy{}",
+                "{}% of its dynamic energy{}{}",
                 sig(100.0 * share, 3),
                 if how.is_empty() {
                     String::new()
                 } else {
                     format!(": {}", how.join("; "))
+                },
+                if g.baseline_w.is_none() {
+                    " (no idle baseline for it: all its energy is dynamic)"
+                } else {
+                    ""
                 }
             ),
         ]);
