@@ -114,6 +114,7 @@ pub struct Sampler {
     /// GPUs (issue 9): the command's PIDs, published on each usage probe for sources
     /// that filter per-process data; and each domain's highest interval power, W.
     pids_out: Option<(std::sync::Arc<CommandPids>, Vec<i32>)>,
+    pids_t: Option<f64>,
     peak_w: Vec<f64>,
 }
 
@@ -123,6 +124,11 @@ pub struct Sampler {
 /// sampling interval, usage is read every few ticks and attribution spans those ticks
 /// (docs/attribution.md, "Probe windows").
 pub const USAGE_PROBE_MIN_S: f64 = 0.010;
+
+/// The shortest time between two publications of the command's PIDs to reader threads
+/// (half NVML's read period): more often costs a tree listing per probe and tells a
+/// reader nothing new. The set a reader sees is at most this plus one probe window old.
+pub const PIDS_MIN_S: f64 = 0.05;
 
 /// How long the end of a run waits for a reader thread's last sample.
 pub const READER_STOP_WAIT: Duration = Duration::from_secs(2);
@@ -192,12 +198,14 @@ impl Sampler {
             tree_now: TreeCpu::default(),
             tree_before: TreeCpu::default(),
             pids_out: None,
+            pids_t: None,
             peak_w: vec![0.0; n],
         }
     }
 
-    /// Publish the command's processes into `pids` on every usage probe (after the tree
-    /// is read), for reader threads that filter by them (NVML).
+    /// Publish the command's processes into `pids` on the usage probes (after the tree
+    /// is read), at most every [`PIDS_MIN_S`], for reader threads that filter by them
+    /// (NVML).
     pub fn share_pids(&mut self, pids: std::sync::Arc<CommandPids>) {
         self.pids_out = Some((pids, Vec::new()));
     }
@@ -246,7 +254,10 @@ impl Sampler {
         if let Some(tr) = self.tree.as_mut() {
             std::mem::swap(&mut self.tree_now, &mut self.tree_before);
             tr.sample(&mut self.tree_now);
-            if let Some((shared, buf)) = self.pids_out.as_mut() {
+            if let Some((shared, buf)) = self.pids_out.as_mut()
+                && self.pids_t.is_none_or(|p| t - p >= PIDS_MIN_S - 0.0005)
+            {
+                self.pids_t = Some(t);
                 tr.pids(buf);
                 shared.set(buf);
             }

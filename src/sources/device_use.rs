@@ -69,10 +69,11 @@ impl IntervalUsage {
 }
 
 /// The command's processes, as the sampling loop last saw them, for reader threads that
-/// filter per-process data (NVML). The loop refreshes it on each usage probe tick
-/// ([`crate::sampler::Sampler::share_pids`]), so it is at most one probe window (10 ms
-/// or the sampling interval, whichever is longer) old; a process that starts and ends
-/// inside one window is never seen.
+/// filter per-process data (NVML). The loop refreshes it on its usage probe ticks, at
+/// most every [`crate::sampler::PIDS_MIN_S`] (50 ms;
+/// [`crate::sampler::Sampler::share_pids`]), so it is at most that plus one probe window
+/// (10 ms, or the sampling interval when longer) old; a process that starts and ends
+/// inside that time is never seen.
 #[derive(Debug, Default)]
 pub struct CommandPids {
     pids: RwLock<Vec<i32>>,
