@@ -220,6 +220,11 @@ impl Sampler {
     pub fn set_tree(&mut self, mut t: TreeTracker) {
         t.sample(&mut self.tree_before);
         self.tree_now = self.tree_before.clone();
+        // Readers that filter by the command's PIDs see its root at once.
+        if let Some((shared, buf)) = self.pids_out.as_mut() {
+            t.pids(buf);
+            shared.set(buf);
+        }
         self.tree = Some(t);
     }
 
@@ -621,5 +626,62 @@ mod tests {
         // Not a failed read.
         assert_eq!(s.health()[0].failed_reads, 0);
         assert!(s.elapsed_s() > 0.0 && s.elapsed_s() <= s.now_s());
+    }
+
+    /// A slow source that says what the command used of its device.
+    struct WithUsage {
+        domains: Vec<Domain>,
+        n: u64,
+    }
+
+    impl Source for WithUsage {
+        fn kind(&self) -> SourceKind {
+            SourceKind::Nvml
+        }
+        fn domains(&self) -> &[Domain] {
+            &self.domains
+        }
+        fn cadence(&self) -> Cadence {
+            Cadence::Every(std::time::Duration::from_millis(5))
+        }
+        fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>) {
+            self.n += 1;
+            out.clear();
+            out.push(Ok(Reading::Counter {
+                value: self.n * 10,
+                wrap: Wrap::Full64,
+                joules_per_unit: 1e-3,
+            }));
+        }
+        fn usage(&self, out: &mut Vec<Option<IntervalUsage>>) {
+            out.clear();
+            out.push(Some(IntervalUsage {
+                command: self.n as f64,
+                total: 100.0,
+                method: crate::sources::UsageMethod::SmUtilisation,
+            }));
+        }
+    }
+
+    #[test]
+    fn a_slow_sources_usage_arrives_with_its_interval_and_peaks_are_kept() {
+        let d = Domain::new(DomainKind::Gpu, None, SourceKind::Nvml);
+        let mut s = Sampler::new(
+            vec![Box::new(WithUsage {
+                domains: vec![d],
+                n: 0,
+            })],
+            &[],
+        );
+        s.start();
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        s.tick();
+        assert!(!s.intervals.is_empty());
+        for iv in &s.intervals {
+            let u = iv.usage.expect("the usage of the read that ended it");
+            assert_eq!(u.total, 100.0);
+            assert!(u.command >= 2.0, "{u:?}");
+        }
+        assert!(s.peak_w()[0] > 0.0);
     }
 }

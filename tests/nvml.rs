@@ -126,6 +126,13 @@ fn announcing(script: &Script, text: &str, secs: f64) -> Vec<String> {
     ]
 }
 
+/// A GPU line whose counter steps every 10 ms: every 100 ms read then ends an interval,
+/// so each interval's usage is one read's (no interval mixes the reads before and after
+/// the command announced itself).
+fn fine_gpu(n: u32, watts: f64) -> String {
+    gpu_line(n, "NVIDIA A100", true, watts).replace('\n', " step_ms=10\n")
+}
+
 #[test]
 fn the_energy_counter_path_measures_each_gpu_with_its_method_and_peak() {
     let t = tempfile::tempdir().unwrap();
@@ -312,14 +319,14 @@ fn cuda_visible_devices_selects_the_gpus_the_command_can_use() {
 fn the_command_gets_its_sm_share_of_a_gpu_shared_with_another_process() {
     let t = tempfile::tempdir().unwrap();
     let other = Other::start();
-    let base = format!(
-        "{}util gpu=0 pid={o} sm=20\nproc gpu=0 pid={o}\n",
-        gpu_line(0, "NVIDIA A100", true, 200.0),
+    // Nobody on the GPU until the command starts its work: then it runs at 60 % SM beside
+    // the other process at 20 %, and its share is 60 / (60 + 20) = 0.75.
+    let s = Script::new(t.path(), &fine_gpu(0, 200.0));
+    let with_cmd = format!(
+        "{}util gpu=0 pid={o} sm=20\nproc gpu=0 pid={o}\nutil gpu=0 pid=PID sm=60\nproc gpu=0 pid=PID\n",
+        fine_gpu(0, 200.0),
         o = other.pid()
     );
-    let s = Script::new(t.path(), &base);
-    // The command adds itself at 60 % SM: its share is 60 / (60 + 20) = 0.75.
-    let with_cmd = format!("{base}util gpu=0 pid=PID sm=60\nproc gpu=0 pid=PID\n");
     let mut args = vec!["--json".to_string(), "-".into(), "--".into()];
     args.extend(announcing(&s, &with_cmd, 1.5));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -330,11 +337,15 @@ fn the_command_gets_its_sm_share_of_a_gpu_shared_with_another_process() {
     assert!(secs > 1.0, "{secs}");
     let a = attributed(&j, "gpu-0");
     assert_eq!(a["modelled"], false, "{a}");
-    // Over the run (the first read, before the command announced itself, gave it
-    // nothing), the command's share of the GPU is a little under 0.75.
+    // Over the run (before the command started its work nobody was on the GPU, and the
+    // command got nothing of it), the command's share of the GPU is under 0.75.
+    let rows = attributed(&j, "gpu-0")["usage"].as_array().unwrap().clone();
+    if rows.iter().any(|r| r["method"] == "nobody") {
+        assert_eq!(share_by(&j, "gpu-0", "nobody").0, 0.0);
+    }
     let g = gpu(&j, "gpu-0");
     let whole = f(&g["command_share"]);
-    assert!(whole > 0.6 && whole <= 0.76, "{g}");
+    assert!(whole > 0.3 && whole <= 0.7501, "{g}");
     assert!(stderr(&o).contains("SM utilisation"), "{}", stderr(&o));
 }
 
@@ -345,13 +356,9 @@ fn without_utilisation_samples_the_gpu_is_split_equally_among_compute_processes(
     let lib = fakenvml::lib();
     // Twice: no samples at all (NOT_FOUND), then the utilisation call not supported.
     for extra in ["", "fail gpu=0 call=util code=3\n"] {
-        let base = format!(
-            "{}proc gpu=0 pid={}\n{extra}",
-            gpu_line(0, "NVIDIA A100", true, 100.0),
-            other.pid()
-        );
+        let base = format!("{}{extra}", fine_gpu(0, 100.0));
         let s = Script::new(t.path(), &base);
-        let with_cmd = format!("{base}proc gpu=0 pid=PID\n");
+        let with_cmd = format!("{base}proc gpu=0 pid={}\nproc gpu=0 pid=PID\n", other.pid());
         let mut args = vec!["--json".to_string(), "-".into(), "--".into()];
         args.extend(announcing(&s, &with_cmd, 1.0));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -369,11 +376,8 @@ fn without_utilisation_samples_the_gpu_is_split_equally_among_compute_processes(
         );
     }
     // The command alone on the GPU gets all of it; nobody on it: the command nothing.
-    let s = Script::new(t.path(), &gpu_line(0, "NVIDIA A100", true, 100.0));
-    let with_cmd = format!(
-        "{}proc gpu=0 pid=PID\n",
-        gpu_line(0, "NVIDIA A100", true, 100.0)
-    );
+    let s = Script::new(t.path(), &fine_gpu(0, 100.0));
+    let with_cmd = format!("{}proc gpu=0 pid=PID\n", fine_gpu(0, 100.0));
     let mut args = vec!["--json".to_string(), "-".into(), "--".into()];
     args.extend(announcing(&s, &with_cmd, 0.8));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
