@@ -53,7 +53,7 @@
 use serde::Serialize;
 
 use crate::procs::TrackMethod;
-use crate::sources::{Category, Device, Domain, DomainKind, Place};
+use crate::sources::{Category, Device, Domain, DomainKind, IntervalUsage, Place, UsageMethod};
 use crate::usage::{UsageDelta, UsageHistory, UsagePoint};
 
 /// Everything one tick contributes, for every domain of the run. All values are deltas
@@ -233,8 +233,24 @@ pub struct DomainAttribution {
     /// usage signal of its own (the chassis, a battery, a GPU seen only through hwmon, a
     /// meter); docs/attribution.md says how it is split.
     pub modelled: bool,
+    /// GPUs (issue 9): how the command's share of this domain was found, interval by
+    /// interval: by each usage method of its source, or modelled (`method: None`).
+    /// Empty for the CPU's domains.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub usage: Vec<UsageShare>,
     #[serde(flatten)]
     pub energy: EnergySplit,
+}
+
+/// The part of a domain's attribution that one usage method decided.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UsageShare {
+    /// The source's method, or `None`: modelled (no usage from the source).
+    pub method: Option<UsageMethod>,
+    /// Time its intervals covered, s.
+    pub measured_s: f64,
+    pub dynamic_j: f64,
+    pub command_dynamic_j: f64,
 }
 
 /// CPU time and energy of one package.
@@ -400,6 +416,7 @@ impl Attributor {
                         .flatten()
                         .filter(|w| w.is_finite() && *w >= 0.0),
                     modelled: d.category() != Category::Cpu,
+                    usage: Vec::new(),
                     energy: EnergySplit::default(),
                 }
             })
@@ -488,6 +505,21 @@ impl Attributor {
     /// the whole machine), or of busy CPU time when those had none ("modelled").
     /// Call it after the tick that covers `end_s`.
     pub fn interval(&mut self, d: usize, start_s: f64, end_s: f64, energy_j: f64) {
+        self.interval_with_usage(d, start_s, end_s, energy_j, None);
+    }
+
+    /// [`Attributor::interval`], with the command's use of the device over that interval
+    /// as its source measured it (NVML's per-process GPU use). With `Some`, a GPU's
+    /// dynamic energy (and its static part) is split by `usage.share()` instead of the
+    /// modelled share, and the domain's `usage` records the method.
+    pub fn interval_with_usage(
+        &mut self,
+        d: usize,
+        start_s: f64,
+        end_s: f64,
+        energy_j: f64,
+        usage: Option<IntervalUsage>,
+    ) {
         if !self.wants_interval(d) || d >= self.domains.len() {
             return;
         }
@@ -541,7 +573,18 @@ impl Attributor {
                 busy_all > 0.0,
             ),
         };
-        let self_frac = ratio(u.self_cpu_s, busy_all);
+        // A measured usage of the device itself wins over the model (GPUs through NVML).
+        let usage = usage.filter(|_| matches!(self.devices[d], Device::Gpu { .. }));
+        let (share, occupancy) = match usage {
+            Some(m) => (m.share(), m.share()),
+            None => (share, occupancy),
+        };
+        // joulerun's own CPU time takes no part of a GPU whose use was measured.
+        let self_frac = if usage.is_some() {
+            0.0
+        } else {
+            ratio(u.self_cpu_s, busy_all)
+        };
         let dom = &mut self.domains[d];
         let split = split_energy(energy_j, dom.baseline_w, dt);
         let overhead_frac = self_frac.min(1.0 - share).max(0.0);
@@ -556,6 +599,33 @@ impl Attributor {
         dom.energy.measured_s += dt;
         if split.below_baseline {
             dom.energy.below_baseline_s += dt;
+        }
+        if matches!(self.devices[d], Device::Gpu { .. }) {
+            let method = usage.map(|m| m.method);
+            let row = match dom.usage.iter().position(|r| r.method == method) {
+                Some(k) => &mut dom.usage[k],
+                None => {
+                    dom.usage.push(UsageShare {
+                        method,
+                        measured_s: 0.0,
+                        dynamic_j: 0.0,
+                        command_dynamic_j: 0.0,
+                    });
+                    dom.usage
+                        .sort_by_key(|r| r.method.map_or(u8::MAX, |m| m as u8));
+                    let k = dom
+                        .usage
+                        .iter()
+                        .position(|r| r.method == method)
+                        .unwrap_or(0);
+                    &mut dom.usage[k]
+                }
+            };
+            row.measured_s += dt;
+            row.dynamic_j += tick.split.dynamic_j;
+            row.command_dynamic_j += tick.command_dynamic_j;
+            // Modelled only while some of its energy was split by the model.
+            dom.modelled = dom.usage.iter().any(|r| r.method.is_none());
         }
         match self.places[d] {
             Place::Part => {
@@ -1268,5 +1338,58 @@ mod tests {
         assert_close!(r.energy_j, 130.0);
         assert_eq!(r.negative_intervals, 1);
         assert_close!(r.negative_j, 40.0);
+    }
+
+    #[test]
+    fn a_gpu_with_measured_use_is_split_by_it_and_records_the_method() {
+        use crate::sources::{Device, IntervalUsage, SourceKind, UsageMethod};
+        let gpu = Domain::on_device(
+            "gpu-0",
+            DomainKind::Gpu,
+            Device::Gpu {
+                index: 0,
+                uuid: None,
+                name: None,
+            },
+            SourceKind::Nvml,
+        );
+        let d = vec![dom(DomainKind::Package, Some(0)), gpu];
+        // A 50 W idle baseline for the GPU.
+        let mut a = Attributor::new(&d, &[0], &[4], &[None, Some(50.0)])
+            .with_interval_domains(&[false, true]);
+        for _ in 0..10 {
+            a.tick(&tick(0.1, &[Some(1.0), None], &[0.0], &[0.1], 0.05));
+        }
+        let sm = |c: f64| IntervalUsage {
+            command: c,
+            total: 1.0,
+            method: UsageMethod::SmUtilisation,
+        };
+        // 0.5 s at 250 W: 25 J idle + 100 J dynamic, 75 % the command's.
+        a.interval_with_usage(1, 0.0, 0.5, 125.0, Some(sm(0.75)));
+        // 0.5 s without usage from the source: modelled (the CPU parts' share, 0 here).
+        a.interval_with_usage(1, 0.5, 1.0, 125.0, None);
+        let s = a.summary();
+        let g = &s.per_domain[1];
+        assert!(g.modelled, "part of it was modelled");
+        assert_close!(g.energy.dynamic_j, 200.0);
+        assert_close!(g.energy.command_dynamic_j, 75.0);
+        assert_close!(g.energy.command_static_j, 25.0 * 0.75);
+        // joulerun's CPU time takes nothing of the measured part.
+        assert_close!(g.energy.overhead_j, 100.0 * 0.5);
+        assert_eq!(g.usage.len(), 2);
+        assert_eq!(g.usage[0].method, Some(UsageMethod::SmUtilisation));
+        assert_close!(g.usage[0].command_dynamic_j, 75.0);
+        assert_close!(g.usage[0].measured_s, 0.5);
+        assert_eq!(g.usage[1].method, None);
+        // Only measured usage: not modelled.
+        let mut a = Attributor::new(&d, &[0], &[4], &[]).with_interval_domains(&[false, true]);
+        a.tick(&tick(1.0, &[Some(1.0), None], &[0.0], &[1.0], 0.0));
+        a.interval_with_usage(1, 0.0, 1.0, 10.0, Some(sm(1.0)));
+        let g = &a.summary().per_domain[1];
+        assert!(!g.modelled);
+        assert_close!(g.energy.command_dynamic_j, 10.0);
+        // The CPU's domains carry no usage rows.
+        assert!(a.summary().per_domain[0].usage.is_empty());
     }
 }

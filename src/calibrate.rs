@@ -53,6 +53,9 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
     drop(err);
 
     let mut cal = Calibration::new(sampler.domains().len());
+    // GPUs (issue 9): a GPU's idle power comes only from intervals with no compute
+    // process on it (its source says who was there).
+    let mut gpu_busy_s = vec![0.0; sampler.domains().len()];
     signals.set_phase(Phase::Calibrating);
     sampler.start();
     let ended = drive(
@@ -74,6 +77,12 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
             // Domains read at their own cadence (a chassis, a battery): their samples.
             for i in &s.intervals {
                 if s.is_slow(i.domain) {
+                    if i.usage
+                        .is_some_and(|u| u.method != crate::sources::UsageMethod::Nobody)
+                    {
+                        gpu_busy_s[i.domain] += i.end_s - i.start_s;
+                        continue;
+                    }
                     cal.interval(i.domain, i.end_s - i.start_s, i.energy_j);
                 }
             }
@@ -87,6 +96,15 @@ pub fn calibrate(plan: &CalibratePlan, signals: &mut Signals) -> Result<i32> {
             ),
             128 + sig,
         ));
+    }
+    for (d, busy) in sampler.domains().iter().zip(&gpu_busy_s) {
+        if *busy > 0.0 {
+            warnings.push(format!(
+                "{}: compute processes were on it for {} s of the calibration; that time is left out of its idle power (stop them and calibrate again for a full measurement)",
+                d.name,
+                sig(*busy, 3)
+            ));
+        }
     }
     match baseline::busy_verdict(cal.utilisation(), plan.force) {
         BusyVerdict::Ok => {}

@@ -116,6 +116,17 @@ pub struct CommonArgs {
     /// 1 MW [env: JOULERUN_CPU_WATTS].
     #[arg(long, value_name = "IDLE,MAX")]
     pub cpu_watts: Option<String>,
+
+    // GPUs (issue 9)
+    /// NVIDIA GPUs: load this libnvidia-ml.so instead of the driver's
+    /// [env: JOULERUN_NVML_LIB].
+    #[arg(long, value_name = "PATH")]
+    pub nvml_lib: Option<PathBuf>,
+
+    /// NVIDIA GPUs to measure: `all`, or NVML indices, GPU-<uuid> and MIG-<uuid>, comma
+    /// separated [default: those in CUDA_VISIBLE_DEVICES when set, else all].
+    #[arg(long, value_name = "LIST|all")]
+    pub gpus: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -125,8 +136,8 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub source: Option<SourceArg>,
 
-    /// GPUs: `auto` uses the first GPU interface that works (hwmon: amdgpu, i915, xe,
-    /// nouveau), `none` measures no GPU.
+    /// GPUs: `auto` uses the first GPU interface that works (nvml: NVIDIA; hwmon:
+    /// amdgpu, i915, xe, nouveau), `none` measures no GPU.
     #[arg(long, value_enum, value_name = "WHICH")]
     pub gpu: Option<GpuArg>,
 
@@ -302,6 +313,7 @@ pub enum TrackArg {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GpuArg {
     Auto,
+    Nvml,
     Hwmon,
     None,
 }

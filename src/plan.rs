@@ -34,6 +34,8 @@ pub fn process_env(k: &str) -> Option<OsString> {
 pub struct Common {
     pub sysfs_root: Option<PathBuf>,
     pub cpu_watts: CpuWatts,
+    /// GPUs (issue 9): the NVML library and the GPUs to measure.
+    pub nvml: crate::sources::nvml::NvmlOptions,
 }
 
 pub fn common(args: &CommonArgs, env: Env<'_>) -> Result<Common> {
@@ -52,6 +54,11 @@ pub fn common(args: &CommonArgs, env: Env<'_>) -> Result<Common> {
     Ok(Common {
         sysfs_root,
         cpu_watts: config::parse_cpu_watts(cpu_watts.as_ref())?,
+        nvml: crate::sources::nvml::NvmlOptions::resolve(
+            args.nvml_lib.as_deref(),
+            args.gpus.as_deref(),
+            env,
+        )?,
     })
 }
 
@@ -176,6 +183,7 @@ fn categories(args: &RunArgs) -> Categories {
     Categories {
         gpu: match (args.no_gpu, args.gpu) {
             (true, _) | (_, Some(GpuArg::None)) => Pick::Off,
+            (_, Some(GpuArg::Nvml)) => Pick::Only(SourceKind::Nvml),
             (_, Some(GpuArg::Hwmon)) => Pick::Only(SourceKind::Hwmon),
             _ => Pick::Auto,
         },

@@ -39,6 +39,7 @@ pub fn open_context(common: &Common) -> Result<OpenContext> {
     }
     Ok(OpenContext {
         cpu_watts: common.cpu_watts,
+        nvml: common.nvml.clone(),
         ..OpenContext::for_root(root)
     })
 }
@@ -183,6 +184,9 @@ pub(crate) fn prepare_sampler(
         .map_err(Error::failure)?
         .publishing(busy.clone());
     ctx.machine_busy = Some(busy);
+    // GPUs (issue 9): the command's PIDs, published by the sampler for NVML's reader.
+    let pids = std::sync::Arc::new(sources::CommandPids::default());
+    ctx.command_pids = Some(pids.clone());
     let (cpu, mut warnings) = open_cpu_source(source, &ctx)?;
     warnings.extend(cpu.warnings().iter().cloned());
     let mut used = vec![CategoryUse {
@@ -196,7 +200,11 @@ pub(crate) fn prepare_sampler(
         all.extend(s);
         used.push(u);
     }
-    let sampler = Sampler::new(all, only).with_machine_cpu(machine);
+    let wants_pids = all.iter().any(|s| s.kind() == SourceKind::Nvml);
+    let mut sampler = Sampler::new(all, only).with_machine_cpu(machine);
+    if wants_pids {
+        sampler.share_pids(pids);
+    }
     if sampler.domains().is_empty() {
         let names: Vec<&str> = only.iter().map(|k| k.name()).collect();
         return Err(Error::failure(format!(
@@ -840,7 +848,8 @@ fn measure_once(
                 // Domains with intervals of their own (slow ones, and devices without a
                 // CPU usage signal): split by the usage of those same intervals.
                 for i in pending.drain(..) {
-                    attributor.interval(i.domain, i.start_s, i.end_s, i.energy_j);
+                    attributor
+                        .interval_with_usage(i.domain, i.start_s, i.end_s, i.energy_j, i.usage);
                 }
                 self_prev = self_now;
                 win_dt = 0.0;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::counter::{Accumulator, Delta};
 use crate::procs::{MachineCpu, MachineCpuSample, TreeCpu, TreeTracker};
-use crate::sources::{Cadence, Domain, DomainKind, ReadError, Reading, Source};
+use crate::sources::{
+    Cadence, CommandPids, Domain, DomainKind, IntervalUsage, ReadError, Reading, Source,
+};
 
 /// What went wrong with one domain during the run.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -41,6 +43,9 @@ pub struct Interval {
     pub start_s: f64,
     pub end_s: f64,
     pub energy_j: f64,
+    /// The command's use of the domain's device over this interval, from its source
+    /// (NVML); `None`: attribution models the share.
+    pub usage: Option<IntervalUsage>,
 }
 
 impl Interval {
@@ -108,6 +113,11 @@ pub struct Sampler {
     /// When the machine CPU was last read, and whether this tick read it.
     machine_t: f64,
     machine_fresh: bool,
+    /// GPUs (issue 9): the command's PIDs, published on each usage probe for sources
+    /// that filter per-process data; and each domain's highest interval power, W.
+    pids_out: Option<(std::sync::Arc<CommandPids>, Vec<i32>)>,
+    pids_t: Option<f64>,
+    peak_w: Vec<f64>,
 }
 
 /// The shortest time between two readings of the CPU usage probes (the machine's
@@ -116,6 +126,11 @@ pub struct Sampler {
 /// sampling interval, usage is read every few ticks and attribution spans those ticks
 /// (docs/attribution.md, "Probe windows").
 pub const USAGE_PROBE_MIN_S: f64 = 0.010;
+
+/// The shortest time between two publications of the command's PIDs to reader threads
+/// (half NVML's read period): more often costs a tree listing per probe and tells a
+/// reader nothing new. The set a reader sees is at most this plus one probe window old.
+pub const PIDS_MIN_S: f64 = 0.05;
 
 /// How long the end of a run waits for a reader thread's last sample.
 pub const READER_STOP_WAIT: Duration = Duration::from_secs(2);
@@ -185,7 +200,22 @@ impl Sampler {
             tree: None,
             tree_now: TreeCpu::default(),
             tree_before: TreeCpu::default(),
+            pids_out: None,
+            pids_t: None,
+            peak_w: vec![0.0; n],
         }
+    }
+
+    /// Publish the command's processes into `pids` on the usage probes (after the tree
+    /// is read), at most every [`PIDS_MIN_S`], for reader threads that filter by them
+    /// (NVML).
+    pub fn share_pids(&mut self, pids: std::sync::Arc<CommandPids>) {
+        self.pids_out = Some((pids, Vec::new()));
+    }
+
+    /// Each domain's highest power over one of its intervals, W.
+    pub fn peak_w(&self) -> &[f64] {
+        &self.peak_w
     }
 
     /// Follow the command's tree from now on (call it once the command has started); it
@@ -193,6 +223,11 @@ impl Sampler {
     pub fn set_tree(&mut self, mut t: TreeTracker) {
         t.sample(&mut self.tree_before);
         self.tree_now = self.tree_before.clone();
+        // Readers that filter by the command's PIDs see its root at once.
+        if let Some((shared, buf)) = self.pids_out.as_mut() {
+            t.pids(buf);
+            shared.set(buf);
+        }
         self.tree = Some(t);
     }
 
@@ -227,6 +262,13 @@ impl Sampler {
         if let Some(tr) = self.tree.as_mut() {
             std::mem::swap(&mut self.tree_now, &mut self.tree_before);
             tr.sample(&mut self.tree_now);
+            if let Some((shared, buf)) = self.pids_out.as_mut()
+                && self.pids_t.is_none_or(|p| t - p >= PIDS_MIN_S - 0.0005)
+            {
+                self.pids_t = Some(t);
+                tr.pids(buf);
+                shared.set(buf);
+            }
         }
         if let Some(m) = self.machine.as_mut() {
             std::mem::swap(&mut self.machine_now, &mut self.machine_before);
@@ -361,6 +403,7 @@ impl Sampler {
             last_sample_s,
             measured_s,
             intervals,
+            peak_w,
             ..
         } = self;
         for f in fast.iter_mut() {
@@ -379,12 +422,15 @@ impl Sampler {
                 (delta_j[k], energy[k]) = match outcome {
                     Some((t0, j)) => {
                         measured_s[k] += t - t0;
-                        intervals.push(Interval {
+                        let iv = Interval {
                             domain: k,
                             start_s: t0,
                             end_s: t,
                             energy_j: j,
-                        });
+                            usage: None,
+                        };
+                        peak_w[k] = peak_w[k].max(iv.power_w());
+                        intervals.push(iv);
                         (j, Some(j))
                     }
                     None => (0.0, None),
@@ -402,6 +448,7 @@ impl Sampler {
             measured_s,
             intervals,
             batches,
+            peak_w,
             ..
         } = self;
         for s in slow.iter_mut() {
@@ -422,12 +469,15 @@ impl Sampler {
                         b.t_end_s,
                     ) {
                         measured_s[k] += b.t_s - t0;
-                        intervals.push(Interval {
+                        let iv = Interval {
                             domain: k,
                             start_s: t0,
                             end_s: b.t_s,
                             energy_j: e,
-                        });
+                            usage: b.usage.get(j).copied().flatten(),
+                        };
+                        peak_w[k] = peak_w[k].max(iv.power_w());
+                        intervals.push(iv);
                     }
                 }
             }
@@ -585,5 +635,62 @@ mod tests {
         // Not a failed read.
         assert_eq!(s.health()[0].failed_reads, 0);
         assert!(s.elapsed_s() > 0.0 && s.elapsed_s() <= s.now_s());
+    }
+
+    /// A slow source that says what the command used of its device.
+    struct WithUsage {
+        domains: Vec<Domain>,
+        n: u64,
+    }
+
+    impl Source for WithUsage {
+        fn kind(&self) -> SourceKind {
+            SourceKind::Nvml
+        }
+        fn domains(&self) -> &[Domain] {
+            &self.domains
+        }
+        fn cadence(&self) -> Cadence {
+            Cadence::Every(std::time::Duration::from_millis(5))
+        }
+        fn read(&mut self, out: &mut Vec<Result<Reading, ReadError>>) {
+            self.n += 1;
+            out.clear();
+            out.push(Ok(Reading::Counter {
+                value: self.n * 10,
+                wrap: Wrap::Full64,
+                joules_per_unit: 1e-3,
+            }));
+        }
+        fn usage(&self, out: &mut Vec<Option<IntervalUsage>>) {
+            out.clear();
+            out.push(Some(IntervalUsage {
+                command: self.n as f64,
+                total: 100.0,
+                method: crate::sources::UsageMethod::SmUtilisation,
+            }));
+        }
+    }
+
+    #[test]
+    fn a_slow_sources_usage_arrives_with_its_interval_and_peaks_are_kept() {
+        let d = Domain::new(DomainKind::Gpu, None, SourceKind::Nvml);
+        let mut s = Sampler::new(
+            vec![Box::new(WithUsage {
+                domains: vec![d],
+                n: 0,
+            })],
+            &[],
+        );
+        s.start();
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        s.tick();
+        assert!(!s.intervals.is_empty());
+        for iv in &s.intervals {
+            let u = iv.usage.expect("the usage of the read that ended it");
+            assert_eq!(u.total, 100.0);
+            assert!(u.command >= 2.0, "{u:?}");
+        }
+        assert!(s.peak_w()[0] > 0.0);
     }
 }

@@ -257,6 +257,7 @@ mod tests {
             start_s: 0.05,
             end_s: 0.15,
             energy_j: 3.0,
+            usage: None,
         }];
         let mut v = view(0.1, 0.2, &[2.0, -0.0, 0.0], &IV);
         v.domains = &d;

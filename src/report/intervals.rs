@@ -257,6 +257,7 @@ mod tests {
                         start_s: 0.0,
                         end_s: 0.25,
                         energy_j: 25.0,
+                        usage: None,
                     }]
                 } else {
                     vec![]

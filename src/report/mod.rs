@@ -2,6 +2,7 @@
 //! The measuring core knows nothing of formats; exporters know nothing of measuring.
 
 pub mod csv;
+pub mod gpu;
 pub mod intervals;
 pub mod json;
 pub mod markdown;
@@ -183,6 +184,10 @@ pub struct Summary {
     pub attribution: Option<AttributionReport>,
     pub overhead: Overhead,
     pub warnings: Vec<String>,
+    /// GPUs (issue 9): one entry per GPU, the command's share of each, the CPU/GPU
+    /// split. Absent when the run had no GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<gpu::GpuSection>,
     /// The machine the run was on (`joulerun compare` refuses runs of two machines).
     pub machine: crate::baseline::MachineIdentity,
     /// The units of every figure (`joulerun compare` refuses runs in other units).

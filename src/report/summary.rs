@@ -218,6 +218,14 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
             super::fmt_joules(r.negative_j)
         ));
     }
+    let gpu = super::gpu::section(
+        &domains,
+        s.domains(),
+        s.peak_w(),
+        el,
+        i.attribution.as_ref().map(|a| &a.summary),
+        &mut warnings,
+    );
     let kwh = t.energy_j / J_PER_KWH;
     Summary {
         schema_version: SUMMARY_SCHEMA_VERSION,
@@ -281,6 +289,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
             },
         },
         warnings,
+        gpu,
     }
 }
 

@@ -108,7 +108,7 @@ pub fn render(s: &Summary) -> String {
                 fmt_watts(st.map_or(d.avg_power_w, |x| x.avg_power_w.mean)),
                 st.map(|x| &x.avg_power_w),
             ),
-            domain_note(d, s.total.of),
+            gpu_note(s, d).unwrap_or_else(|| domain_note(d, s.total.of)),
         ]);
     }
     if let Some(rest) = s.total.rest_of_system_j.filter(|_| rep.is_none()) {
@@ -171,6 +171,9 @@ pub fn render(s: &Summary) -> String {
                 crate::text::escape_line(n)
             ));
         }
+    }
+    if let Some(line) = cpu_gpu_split(s) {
+        out.push_str(&line);
     }
     out.push('\n');
 
@@ -257,6 +260,7 @@ pub fn render(s: &Summary) -> String {
             &s.emissions,
             rep.is_some(),
         ));
+        out.push_str(&gpu_shares(s));
     }
 
     if !s.warnings.is_empty() {
@@ -487,6 +491,98 @@ fn domain_note(d: &DomainSummary, total_of: &str) -> String {
         parts.push("partial".to_string());
     }
     parts.join(", ")
+}
+
+// GPUs (issue 9): the method, peak and partial flag in a GPU's note; the CPU/GPU split;
+// the command's share of each GPU.
+
+/// The note of a GPU row whose source says how it measured (NVML): its method, peak
+/// power, resolution when the run was too short for it, and the usual notes.
+fn gpu_note(s: &Summary, d: &DomainSummary) -> Option<String> {
+    let g = s.gpu.as_ref()?.gpus.iter().find(|g| g.domain == d.name)?;
+    let method = g.method?;
+    let mut parts = vec![
+        method.to_string(),
+        format!("peak {}", fmt_watts(g.peak_power_w)),
+    ];
+    if !g.resolved {
+        parts.push(format!(
+            "not resolved (run < 2 x {} s)",
+            sig(g.resolution_s.unwrap_or(0.0), 2)
+        ));
+    }
+    let rest = domain_note(d, s.total.of);
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    Some(parts.join(", "))
+}
+
+/// ` CPU / GPU: 12.30 J (20%) / 49.00 J (80%)`, when GPUs measured something.
+fn cpu_gpu_split(s: &Summary) -> Option<String> {
+    let g = s.gpu.as_ref()?;
+    if g.gpu_j <= 0.0 && g.cpu_j <= 0.0 {
+        return None;
+    }
+    Some(format!(
+        " CPU / GPU: {} ({}%) / {} ({}%)\n",
+        fmt_joules(g.cpu_j),
+        sig(100.0 * (1.0 - g.gpu_fraction), 3),
+        fmt_joules(g.gpu_j),
+        sig(100.0 * g.gpu_fraction, 3)
+    ))
+}
+
+/// The command's share of each GPU, and how it was found.
+fn gpu_shares(s: &Summary) -> String {
+    let Some(sec) = &s.gpu else {
+        return String::new();
+    };
+    let mut k = new_table();
+    for g in &sec.gpus {
+        let (Some(share), Some(j)) = (g.command_share, g.command_j) else {
+            continue;
+        };
+        let how: Vec<String> = g
+            .share_methods
+            .iter()
+            .map(|m| match m.method {
+                Some(x) => x.describe().to_string(),
+                None => "modelled (no per-process use)".to_string(),
+            })
+            .collect();
+        k.add_row(vec![
+            format!("GPU {}", g.index),
+            fmt_joules(j),
+            format!(
+                "{}% of its dynamic energy{}{}",
+                sig(100.0 * share, 3),
+                if how.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", how.join("; "))
+                },
+                if g.baseline_w.is_none() {
+                    " (no idle baseline for it: all its energy is dynamic)"
+                } else {
+                    ""
+                }
+            ),
+        ]);
+    }
+    if k.row_count() == 0 {
+        return String::new();
+    }
+    let mut out = String::from(" Command's share of each GPU:\n");
+    push_indented(&mut out, &k.to_string());
+    if let (Some(c), Some(g)) = (sec.command_cpu_j, sec.command_gpu_j) {
+        out.push_str(&format!(
+            " command CPU / GPU: {} / {}\n",
+            fmt_joules(c),
+            fmt_joules(g)
+        ));
+    }
+    out
 }
 
 /// `prefix 'cmd':`, or `prefix: cmd` when the command line has quotes of its own.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::sources::{ReadError, Reading, Source};
+use crate::sources::{IntervalUsage, ReadError, Reading, Source};
 
 /// One read of every domain of a source.
 #[derive(Clone, Debug)]
@@ -23,6 +23,9 @@ pub struct Batch {
     /// The sampler's clock just after it, s.
     pub t_end_s: f64,
     pub readings: Vec<Result<Reading, ReadError>>,
+    /// The source's usage per domain over the interval ending at this read
+    /// ([`Source::usage`]; empty when it has none).
+    pub usage: Vec<Option<IntervalUsage>>,
 }
 
 #[derive(Default)]
@@ -70,18 +73,21 @@ impl Reader {
             let shared = thread_shared;
             let _done = DoneOnDrop(shared.clone());
             let mut buf = Vec::new();
+            let mut usage = Vec::new();
             let period = period.max(Duration::from_millis(1));
             let mut next = Instant::now();
             loop {
                 let t_s = epoch.elapsed().as_secs_f64();
                 source.read(&mut buf);
                 let t_end_s = epoch.elapsed().as_secs_f64();
+                source.usage(&mut usage);
                 let all_gone = !buf.is_empty() && buf.iter().all(|r| matches!(r, Err(e) if e.gone));
                 let mut st = lock(&shared);
                 st.queue.push(Batch {
                     t_s,
                     t_end_s,
                     readings: buf.clone(),
+                    usage: usage.clone(),
                 });
                 // Asked to stop before or during this read: it ended after the request,
                 // so it is the last sample. Devices that are all gone: nothing more.

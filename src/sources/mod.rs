@@ -10,11 +10,16 @@
 //! behaves like sysfs and the production code path is the one under test.
 
 pub mod battery;
+pub mod device_use;
 pub mod estimate;
 pub mod hwmon;
 pub mod msr;
+pub mod nvml;
 pub mod perf;
 pub mod powercap;
+
+// GPUs (issue 9): usage from a source, the command's PIDs, how a domain was measured.
+pub use device_use::{CommandPids, IntervalUsage, MeasureDetail, UsageMethod};
 
 use std::fmt;
 
@@ -35,6 +40,8 @@ pub enum SourceKind {
     Hwmon,
     /// `/sys/class/power_supply/BAT*` (`sources/battery.rs`).
     Battery,
+    /// NVIDIA GPUs through NVML, `libnvidia-ml.so` loaded at run time (`sources/nvml.rs`).
+    Nvml,
 }
 
 impl SourceKind {
@@ -54,6 +61,7 @@ impl SourceKind {
             SourceKind::Estimate => "estimate",
             SourceKind::Hwmon => "hwmon",
             SourceKind::Battery => "battery",
+            SourceKind::Nvml => "nvml",
         }
     }
 }
@@ -378,6 +386,10 @@ pub struct Domain {
     /// overlapping several.
     #[serde(flatten)]
     pub place: Place,
+    /// How it is measured, when its source says (NVML: energy counter or power, and the
+    /// readings' resolution).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<MeasureDetail>,
 }
 
 impl Domain {
@@ -396,6 +408,7 @@ impl Domain {
                 None => Device::Machine,
             },
             place: kind.default_place(socket),
+            detail: None,
         }
     }
 
@@ -419,7 +432,14 @@ impl Domain {
             max_power_w: kind.plausible_max_w(),
             place: kind.default_place(socket),
             device,
+            detail: None,
         }
+    }
+
+    /// The same domain with how it is measured.
+    pub fn with_detail(mut self, detail: MeasureDetail) -> Domain {
+        self.detail = Some(detail);
+        self
     }
 
     /// The same domain in another place.
@@ -562,6 +582,15 @@ pub trait Source: Send {
     fn warnings(&self) -> &[String] {
         &[]
     }
+
+    /// The command's use of each domain's device over the interval that ended at the
+    /// last `read` (one entry per domain, `None` where unknown), for devices with a usage
+    /// signal of their own (NVML). Called right after `read`; the default: nothing, and
+    /// attribution models the share (docs/attribution.md). An interval spans reads that
+    /// returned [`Reading::Unchanged`]: the source sums their usage into the next one.
+    fn usage(&self, out: &mut Vec<Option<IntervalUsage>>) {
+        out.clear();
+    }
 }
 
 /// Why an interface cannot be used here.
@@ -651,6 +680,10 @@ pub struct OpenContext {
     /// The machine's busy CPU time as the sampler reads it every tick: the estimate uses
     /// it instead of reading `/proc/stat` itself. `None`: the estimate reads its own.
     pub machine_busy: Option<std::sync::Arc<crate::procs::MachineBusy>>,
+    /// GPUs (issue 9): which NVML library, which GPUs, and the command's processes as
+    /// the sampling loop publishes them (`None`: no command is followed).
+    pub nvml: nvml::NvmlOptions,
+    pub command_pids: Option<std::sync::Arc<CommandPids>>,
 }
 
 impl OpenContext {
@@ -662,6 +695,8 @@ impl OpenContext {
             root,
             cpu_watts: estimate::CpuWatts::default(),
             machine_busy: None,
+            nvml: nvml::NvmlOptions::default(),
+            command_pids: None,
         }
     }
 }
@@ -670,7 +705,8 @@ impl OpenContext {
 pub fn interfaces(cat: Category) -> &'static [SourceKind] {
     match cat {
         Category::Cpu => &SourceKind::AUTO_ORDER,
-        Category::Gpu | Category::Chassis | Category::Meter => &[SourceKind::Hwmon],
+        Category::Gpu => &[SourceKind::Nvml, SourceKind::Hwmon],
+        Category::Chassis | Category::Meter => &[SourceKind::Hwmon],
         Category::Battery => &[SourceKind::Battery],
     }
 }
@@ -683,6 +719,7 @@ pub fn open_for(
 ) -> Result<Box<dyn Source>, Unavailable> {
     Ok(match (cat, kind) {
         (Category::Cpu, k) if SourceKind::AUTO_ORDER.contains(&k) => return open(k, ctx),
+        (Category::Gpu, SourceKind::Nvml) => Box::new(nvml::NvmlSource::open(ctx)?),
         (Category::Gpu, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_gpu(ctx)?),
         (Category::Chassis, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_chassis(ctx)?),
         (Category::Meter, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_meters(ctx)?),
@@ -707,5 +744,6 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
         SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
         SourceKind::Battery => Box::new(battery::BatterySource::open(ctx)?),
+        SourceKind::Nvml => Box::new(nvml::NvmlSource::open(ctx)?),
     })
 }

@@ -925,6 +925,8 @@ mod tests {
             topology: one_package(),
             cpu_watts: Default::default(),
             machine_busy: None,
+            nvml: Default::default(),
+            command_pids: None,
         };
         assert_eq!(PerfSource::open(&ctx).err(), Some(e));
     }
@@ -1390,6 +1392,8 @@ mod tests {
             topology: Topology::read(&SysRoot::default()),
             cpu_watts: Default::default(),
             machine_busy: None,
+            nvml: Default::default(),
+            command_pids: None,
         };
         match PerfSource::open(&ctx) {
             Ok(mut s) => {

@@ -9,9 +9,14 @@
 //! * [`fakebattery`]: a fake `/sys/class/power_supply` (batteries, AC adapters, peripheral
 //!   batteries) and a laptop on battery.
 //!
-//! Doubles that are not Rust libraries (a fake `libnvidia-ml.so`, an `LD_PRELOAD` shim)
-//! are workspace members of their own beside this one (see `docs/architecture.md`).
+//! * [`fakenvml`]: finds (building it once) the fake `libnvidia-ml.so` and writes its
+//!   scripts.
+//!
+//! Doubles that are not Rust libraries (the fake `libnvidia-ml.so` in `fake-nvml/`, an
+//! `LD_PRELOAD` shim) are workspace members of their own beside this one (see
+//! `docs/architecture.md`).
 
 pub mod fakebattery;
 pub mod fakehw;
 pub mod fakehwmon;
+pub mod fakenvml;

@@ -21,6 +21,9 @@ pub fn joulerun(root: &Path, state: &Path) -> Command {
         "JOULERUN_CARBON_INTENSITY",
         "JOULERUN_REGION",
         "JOULERUN_PUE",
+        "JOULERUN_NVML_LIB",
+        "JOULERUN_FAKE_NVML",
+        "CUDA_VISIBLE_DEVICES",
     ] {
         c.env_remove(var);
     }
