@@ -10,7 +10,9 @@
 //!   infinite degrees of freedom, in the same Welch formula ([`crate::stats::Sample`]);
 //!   two single runs make it a z-test.
 //!
-//! The energy figures are one family: their p-values are Holm-adjusted, so two series of
+//! The CO2e of the total is compared too, for information (it follows the energy, and
+//! each side's grid intensity). The energy figures are one family: their p-values are
+//! Holm-adjusted, so two series of
 //! the same command fail the gate at most `alpha` of the time however many domains the
 //! machine has. A figure is *worse* when its adjusted p is below `alpha` and its mean rose
 //! by more than the threshold, *better* when it fell by more; anything else is no
@@ -77,6 +79,13 @@ struct Input {
     machine: Option<InputMachine>,
     units: Option<InputUnits>,
     repeat: Option<InputRepeat>,
+    emissions: Option<InputEmissions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputEmissions {
+    g_co2e: f64,
+    intensity_g_per_kwh: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +144,8 @@ struct RunValues {
     elapsed_s: f64,
     total_j: f64,
     command_j: Option<f64>,
+    /// The machine's emissions, g (absent from summaries without them).
+    co2e_g: Option<f64>,
     exit_status: i32,
     domains: Vec<(String, f64)>,
 }
@@ -190,6 +201,7 @@ fn read_side(path: &Path, label: &str) -> Result<Side> {
                 elapsed_s: x.elapsed_s,
                 total_j: x.total_j,
                 command_j: x.command_j,
+                co2e_g: input.emissions.as_ref().map(|_| x.co2e_g),
                 exit_status: x.exit_status,
                 domains: x
                     .domains
@@ -207,6 +219,7 @@ fn read_side(path: &Path, label: &str) -> Result<Side> {
             elapsed_s: input.elapsed_s,
             total_j: input.total.energy_j,
             command_j: input.attribution.as_ref().map(|a| a.command_total_j),
+            co2e_g: input.emissions.as_ref().map(|e| e.g_co2e),
             exit_status: input.exit.as_ref().map_or(0, |e| e.status),
             domains: input
                 .domains
@@ -319,6 +332,7 @@ pub enum Figure {
     Domain,
     Total,
     Command,
+    Co2e,
     Elapsed,
 }
 
@@ -472,7 +486,7 @@ fn line(
         df: w.df,
         p: w.p,
         p_adjusted: w.p,
-        gates: figure != Figure::Elapsed,
+        gates: !matches!(figure, Figure::Elapsed | Figure::Co2e),
         significant: false,
         verdict: Verdict::NoChange,
     })
@@ -709,6 +723,22 @@ fn compare_sides(base: &Side, new: &Side, p: &ComparePlan) -> Result<Comparison>
             p.alpha,
         ));
     }
+    // Emissions: the total's energy times each side's intensity; informative (the energy
+    // decides), and worth a note when the intensities differ.
+    let co2 = |r: &RunValues| r.co2e_g;
+    let (gb, gn) = (values(base, &co2), values(new, &co2));
+    if gb.len() == base.runs.len() && gn.len() == new.runs.len() {
+        lines.extend(line("CO2e", Figure::Co2e, "g", &gb, &gn, ub, un, p.alpha));
+    }
+    if let (Some(eb), Some(en)) = (&base.input.emissions, &new.input.emissions)
+        && eb.intensity_g_per_kwh != en.intensity_g_per_kwh
+    {
+        notes.push(format!(
+            "the carbon intensities differ ({} and {} g/kWh): the CO2e changes with them, not only with the energy",
+            crate::carbon::fmt_intensity(eb.intensity_g_per_kwh),
+            crate::carbon::fmt_intensity(en.intensity_g_per_kwh)
+        ));
+    }
     // Timing: the clock is exact; one run's noise is stated like an energy's.
     let t = p.uncertainty.unwrap_or(0.05);
     lines.extend(line(
@@ -721,7 +751,7 @@ fn compare_sides(base: &Side, new: &Side, p: &ComparePlan) -> Result<Comparison>
         t,
         p.alpha,
     ));
-    // Holm over the energy figures; the elapsed time on its own.
+    // Holm over the energy figures; the elapsed time and the CO2e on their own.
     let family: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].gates).collect();
     let adjusted = stats::holm(&family.iter().map(|&i| lines[i].p).collect::<Vec<_>>());
     for (&i, a) in family.iter().zip(adjusted) {
@@ -755,7 +785,7 @@ fn compare_sides(base: &Side, new: &Side, p: &ComparePlan) -> Result<Comparison>
             _ => Verdict::NoChange,
         };
     }
-    let regression = lines.iter().any(|l| l.verdict == Verdict::Worse);
+    let regression = lines.iter().any(|l| l.gates && l.verdict == Verdict::Worse);
     let info = |s: &Side| SideInfo {
         file: s.label.clone(),
         runs: s.runs.len(),
@@ -818,7 +848,7 @@ pub fn headline(c: &Comparison) -> String {
     let worse: Vec<&str> = c
         .lines
         .iter()
-        .filter(|l| l.verdict == Verdict::Worse)
+        .filter(|l| l.gates && l.verdict == Verdict::Worse)
         .map(|l| l.name.as_str())
         .collect();
     let how = format!(
@@ -1043,6 +1073,7 @@ mod tests {
                     time: "s".into(),
                 }),
                 repeat: None,
+                emissions: None,
             },
             runs,
         }
@@ -1061,6 +1092,7 @@ mod tests {
                     elapsed_s: rng.normal(1.0, 0.02),
                     total_j: total,
                     command_j: Some(0.9 * total * rng.normal(1.0, 0.01)),
+                    co2e_g: None,
                     exit_status: 0,
                     domains: vec![("package-0".into(), p0), ("package-1".into(), p1)],
                 }
@@ -1142,6 +1174,7 @@ mod tests {
             elapsed_s: 1.0,
             total_j: total,
             command_j: Some(total),
+            co2e_g: None,
             exit_status: 0,
             domains: vec![("package-0".into(), total)],
         };

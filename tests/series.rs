@@ -520,6 +520,13 @@ fn compare_gates_on_a_twenty_percent_rise_and_passes_the_same_command() {
         assert!(f(&l["p_adjusted"]) < 0.05);
     }
     assert_eq!(line("elapsed")["verdict"], "slower");
+    // CO2e follows the energy at one intensity; it is shown, and never gates.
+    let co2 = line("CO2e");
+    assert_eq!(
+        (co2["verdict"].as_str(), co2["gates"].as_bool()),
+        (Some("worse"), Some(false))
+    );
+    assert!((f(&co2["change_rel"]) - f(&line("total")["change_rel"])).abs() < 1e-9);
     let md = std::fs::read_to_string(m.path("c.md")).unwrap();
     assert!(md.starts_with("### Energy regression"), "{md}");
     assert!(md.contains("| total |"), "{md}");
