@@ -2,76 +2,14 @@
 //! and fake counters. They measure the whole machine's CPU time, so they run one at a
 //! time (a lock) and expect a machine that is otherwise mostly idle, as CI is.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use joulerun_testkit::fakehw::{
-    CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
-};
-
 mod common;
-use common::json;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A fake single-package machine whose package counter runs at `watts`.
-struct Machine {
-    dir: tempfile::TempDir,
-    f: FakePowercap,
-}
-
-impl Machine {
-    fn new() -> Machine {
-        let dir = tempfile::tempdir().unwrap();
-        let f = FakePowercap::new(dir.path()).unwrap();
-        f.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
-            .unwrap();
-        write_topology(dir.path(), &[0, 0]).unwrap();
-        std::fs::create_dir_all(dir.path().join("state/joulerun")).unwrap();
-        Machine { dir, f }
-    }
-
-    fn drive(&self, watts: f64) -> CounterDriver {
-        CounterDriver::start(vec![DrivenCounter::powercap(
-            self.f.energy_path("intel-rapl:0"),
-            watts,
-            INTEL_RANGE_UJ,
-            0,
-        )])
-        .unwrap()
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The default baseline location of `bin()` (under its XDG_STATE_HOME): a missing
-    /// file there means "no baseline", as on a machine never calibrated.
-    fn baseline(&self) -> PathBuf {
-        self.root().join("state/joulerun/baseline.json")
-    }
-
-    fn bin(&self) -> Command {
-        common::joulerun(self.root(), &self.root().join("state"))
-    }
-}
+use common::{OnePackage as Machine, burn, json, serial};
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// A shell busy loop of about `s` seconds of CPU (by wall clock, on an idle CPU).
-fn burn(s: f64) -> String {
-    format!(
-        "end=$(( $(date +%s%N) + {} )); while [ $(date +%s%N) -lt $end ]; do :; done",
-        (s * 1e9) as u64
-    )
 }
 
 fn background_burner(s: f64) -> Child {

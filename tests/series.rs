@@ -5,61 +5,36 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use joulerun_testkit::fakehw::{
-    CounterDriver, DrivenCounter, FakePowercap, INTEL_RANGE_UJ, write_topology,
-};
+use joulerun_testkit::fakehw::CounterDriver;
 
 mod common;
-use common::json;
+use common::{OnePackage, burn, json, serial};
 
-/// These tests time real workloads and read the machine's CPU time: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A fake one-package machine whose package counter runs at a constant power.
+/// A fake one-package machine whose package counter runs at `watts` while it lives.
 struct Machine {
-    dir: tempfile::TempDir,
+    m: OnePackage,
     _driver: CounterDriver,
 }
 
 impl Machine {
     fn new(watts: f64) -> Machine {
-        let dir = tempfile::tempdir().unwrap();
-        let f = FakePowercap::new(dir.path()).unwrap();
-        f.add_zone("intel-rapl:0", "package-0", 0, Some(INTEL_RANGE_UJ))
-            .unwrap();
-        write_topology(dir.path(), &[0, 0]).unwrap();
-        let driver = CounterDriver::start(vec![DrivenCounter::powercap(
-            f.energy_path("intel-rapl:0"),
-            watts,
-            INTEL_RANGE_UJ,
-            0,
-        )])
-        .unwrap();
-        Machine {
-            dir,
-            _driver: driver,
-        }
+        let m = OnePackage::new();
+        let _driver = m.drive(watts);
+        Machine { m, _driver }
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.m.root()
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.root().join(name)
+        self.m.path(name)
     }
 
     fn bin(&self) -> Command {
-        let mut c = common::joulerun(self.root(), &self.root().join("state"));
-        c.current_dir(self.root());
-        c
+        self.m.bin()
     }
 }
 
@@ -69,14 +44,6 @@ fn stderr(o: &Output) -> String {
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-/// A shell busy loop of about `s` seconds (by wall clock).
-fn burn(s: f64) -> String {
-    format!(
-        "end=$(( $(date +%s%N) + {} )); while [ $(date +%s%N) -lt $end ]; do :; done",
-        (s * 1e9) as u64
-    )
 }
 
 #[test]
