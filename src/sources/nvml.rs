@@ -407,23 +407,7 @@ impl NvmlSource {
                 )
                 .with_detail(method.detail()),
             );
-            gpus.push(Gpu {
-                index,
-                method,
-                last_mj: None,
-                gone: false,
-                util_ok: true,
-                procs_ok: true,
-                last_seen_us: 0,
-                held: Vec::new(),
-                held_reads: 0,
-                acc_share: 0.0,
-                acc_reads: 0.0,
-                tally: [0; 4],
-                ready: None,
-                samples: Vec::new(),
-                compute: Vec::new(),
-            });
+            gpus.push(Gpu::new(index, method));
         }
         if gpus.is_empty() {
             return Err(invalid(format!(
@@ -466,6 +450,27 @@ const METHODS: [UsageMethod; 4] = [
 ];
 
 impl Gpu {
+    /// GPU `index` read by `method`, before its first reading.
+    fn new(index: u32, method: Method) -> Gpu {
+        Gpu {
+            index,
+            method,
+            last_mj: None,
+            gone: false,
+            util_ok: true,
+            procs_ok: true,
+            last_seen_us: 0,
+            held: Vec::new(),
+            held_reads: 0,
+            acc_share: 0.0,
+            acc_reads: 0.0,
+            tally: [0; 4],
+            ready: None,
+            samples: Vec::new(),
+            compute: Vec::new(),
+        }
+    }
+
     /// This read window's share, from NVML's process queries; `None`: no process query
     /// works on this GPU.
     fn window(
@@ -681,23 +686,7 @@ mod tests {
 
     #[test]
     fn usage_spans_the_reads_of_an_interval() {
-        let mut g = Gpu {
-            index: 0,
-            method: Method::Counter,
-            last_mj: None,
-            gone: false,
-            util_ok: true,
-            procs_ok: true,
-            last_seen_us: 0,
-            held: Vec::new(),
-            held_reads: 0,
-            acc_share: 0.0,
-            acc_reads: 0.0,
-            tally: [0; 4],
-            ready: None,
-            samples: Vec::new(),
-            compute: Vec::new(),
-        };
+        let mut g = Gpu::new(0, Method::Counter);
         // Two unchanged reads, then one that ends the interval.
         g.account(Some((1.0, UsageMethod::Alone)), false);
         assert_eq!(g.ready, None);
