@@ -659,3 +659,41 @@ fn the_ci_examples_call_the_gate_with_options_it_has() {
     }
     assert!(calls >= 3, "the examples were not found ({calls})");
 }
+
+/// On a terminal (a pty from util-linux's `script`), a progress bar between runs, cleared
+/// before each run so the command's own output is untouched; never without a terminal.
+#[test]
+fn a_progress_bar_on_a_terminal_only() {
+    let _l = serial();
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("util-linux's `script` is needed for this test (Debian: bsdutils)");
+    }
+    let m = Machine::new(10.0);
+    let bin = env!("CARGO_BIN_EXE_joulerun");
+    let o = Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "{bin} -r 3 --cooldown 0.3 -- sh -c 'echo hello-from-the-command'"
+        ))
+        .arg("/dev/null")
+        .env("JOULERUN_SYSFS_ROOT", m.root())
+        .env("XDG_STATE_HOME", m.path("state"))
+        .current_dir(m.root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tty = String::from_utf8_lossy(&o.stdout);
+    assert!(tty.contains("joulerun ["), "{tty:?}");
+    assert!(tty.contains("] 3/3 run 3: "), "{tty:?}");
+    assert!(tty.contains("cooling down for 0.300 s"), "{tty:?}");
+    // Each line the command printed starts on a line the bar cleared.
+    assert_eq!(
+        tty.matches("\x1b[2Khello-from-the-command").count(),
+        3,
+        "{tty:?}"
+    );
+    // Without a terminal: no bar.
+    let o = m.bin().args(["-r", "3", "--", "true"]).output().unwrap();
+    assert!(!stderr(&o).contains("joulerun ["), "{}", stderr(&o));
+}

@@ -44,8 +44,17 @@ pub fn code(s: &str) -> String {
 /// A figure with the half-width of its 95% interval: `12.35 J ± 1.2%`.
 pub fn with_spread(value: String, st: Option<&Stats>) -> String {
     match st {
-        Some(s) if s.n > 1 => format!("{value} ± {}%", sig(s.ci95_pct, 2)),
+        Some(s) if s.n > 1 => format!("{value} ± {}", spread_pct(s.ci95_pct)),
         _ => value,
+    }
+}
+
+/// A relative spread as a percentage: `1.2%`, and `<0.01%` below that.
+pub fn spread_pct(pct: f64) -> String {
+    if pct < 0.01 {
+        "<0.01%".to_string()
+    } else {
+        format!("{}%", sig(pct, 2))
     }
 }
 

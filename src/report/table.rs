@@ -327,7 +327,7 @@ fn render_series(r: &Repeat, estimated: bool) -> String {
         k.add_row(vec![
             name,
             f(st.mean),
-            spread(format!("± {}%", sig(st.ci95_pct, 2))),
+            spread(format!("± {}", super::markdown::spread_pct(st.ci95_pct))),
             spread(f(st.sd)),
             f(st.min),
             f(st.max),
