@@ -448,22 +448,44 @@ fn compare_gates_on_a_twenty_percent_rise_and_passes_the_same_command() {
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let c = json(&o);
         assert_eq!(c["regression"], true);
-        let command = c["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == "command")
-            .unwrap()
-            .clone();
-        let noisy = f(&command["base"]["ci95_pct"]).max(f(&command["new"]["ci95_pct"]));
-        if command["verdict"] == "worse" || noisy < 8.0 {
+        // What the gate must show on the package, the total and the command's share.
+        let mut wrong = Vec::new();
+        let mut noisy: f64 = 0.0;
+        for name in ["package-0", "total", "command"] {
+            let l = c["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["name"] == name)
+                .unwrap()
+                .clone();
+            noisy = noisy
+                .max(f(&l["base"]["ci95_pct"]))
+                .max(f(&l["new"]["ci95_pct"]));
+            assert_eq!(l["test"], "welch");
+            let rel = f(&l["change_rel"]);
+            // The energy follows the time (constant power): about +20%, diluted a little
+            // by each run's fixed start-up; significant (the interval of the change
+            // excludes no change) and beyond the threshold.
+            if l["verdict"] != "worse"
+                || !(0.12..0.30).contains(&rel)
+                || f(&l["ci_low_rel"]) <= 0.0
+                || f(&l["p_adjusted"]) >= 0.05
+            {
+                wrong.push(format!("{name}: {l}"));
+            }
+        }
+        if wrong.is_empty() {
             break c;
         }
+        // A quiet machine must give the right answer at once; a busy one is measured
+        // again, and after TRIES the test fails rather than passes.
         assert!(
-            attempt < TRIES,
-            "the command's share was too noisy to check in {TRIES} tries (95% interval ±{noisy:.0}%): other processes kept the machine busy; run this test alone on a quiet machine"
+            noisy >= 8.0 && attempt < TRIES,
+            "after {attempt} tries (spread up to ±{noisy:.0}%; more than ±8% means other processes kept the machine busy: run this test alone on a quiet machine):\n{}",
+            wrong.join("\n")
         );
-        eprintln!("try {attempt}: the command's share is noisy (±{noisy:.0}%): measuring again");
+        eprintln!("try {attempt}: the series were noisy (±{noisy:.0}%): measuring again");
     };
     let line = |name: &str| {
         c["lines"]
@@ -474,18 +496,6 @@ fn compare_gates_on_a_twenty_percent_rise_and_passes_the_same_command() {
             .unwrap()
             .clone()
     };
-    for name in ["package-0", "total", "command"] {
-        let l = line(name);
-        assert_eq!(l["verdict"], "worse", "{l}");
-        assert_eq!(l["test"], "welch");
-        let rel = f(&l["change_rel"]);
-        // The energy follows the time (constant power): about +20%, diluted a little by
-        // each run's fixed start-up.
-        assert!((0.12..0.30).contains(&rel), "{name}: {rel}: {l}");
-        // Significant: the interval of the change excludes no change.
-        assert!(f(&l["ci_low_rel"]) > 0.0, "{l}");
-        assert!(f(&l["p_adjusted"]) < 0.05);
-    }
     assert_eq!(line("elapsed")["verdict"], "slower");
     // CO2e follows the energy at one intensity; it is shown, and never gates.
     let co2 = line("CO2e");
@@ -636,30 +646,6 @@ fn the_ci_gate_script_passes_an_unchanged_command_and_fails_a_regression() {
     assert!(stderr(&o).contains("failed with status 4"));
 }
 
-/// The CI examples in README.md and docs/ci.md call the gate with options it has.
-#[test]
-fn the_ci_examples_call_the_gate_with_options_it_has() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let script = std::fs::read_to_string(root.join("scripts/energy-gate")).unwrap();
-    let mut calls = 0;
-    for doc in ["README.md", "docs/ci.md"] {
-        let text = std::fs::read_to_string(root.join(doc)).unwrap();
-        for line in text
-            .lines()
-            .filter(|l| l.contains("scripts/energy-gate\"") || l.contains("scripts/energy-gate --"))
-        {
-            calls += 1;
-            for opt in line.split_whitespace().filter(|w| w.starts_with("--")) {
-                assert!(
-                    script.contains(&format!("        {opt}) ")),
-                    "{doc}: energy-gate has no option {opt}: {line}"
-                );
-            }
-        }
-    }
-    assert!(calls >= 3, "the examples were not found ({calls})");
-}
-
 /// On a terminal (a pty from util-linux's `script`), a progress bar between runs, cleared
 /// before each run so the command's own output is untouched; never without a terminal.
 #[test]
@@ -696,4 +682,103 @@ fn a_progress_bar_on_a_terminal_only() {
     // Without a terminal: no bar.
     let o = m.bin().args(["-r", "3", "--", "true"]).output().unwrap();
     assert!(!stderr(&o).contains("joulerun ["), "{}", stderr(&o));
+}
+
+/// The GitHub Actions and GitLab CI jobs of README.md, parsed as YAML, and their gate
+/// steps run as written: in a scratch directory standing for the runner, with stand-in
+/// `myapp` programs (the base burns 0.25 s of CPU, the change 0.25 s, then 0.35 s) and a
+/// fake RAPL package.
+#[test]
+fn the_readme_ci_jobs_gate_as_written() {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let _l = serial();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    let github = blocks
+        .iter()
+        .find(|b| b.contains("runs-on:"))
+        .expect("the GitHub Actions job");
+    let gitlab = blocks
+        .iter()
+        .find(|b| b.contains("image:"))
+        .expect("the GitLab CI job");
+    let gh = &YamlLoader::load_from_str(github).unwrap()[0];
+    let steps = gh["jobs"]["energy"]["steps"].as_vec().expect("steps");
+    let gh_gate = steps
+        .iter()
+        .find(|s| s["name"].as_str() == Some("Energy gate"))
+        .and_then(|s| s["run"].as_str())
+        .expect("the gate step")
+        .to_string();
+    assert!(
+        steps.iter().any(|s| s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/upload-artifact"))),
+        "the artifacts are uploaded"
+    );
+    let gl = &YamlLoader::load_from_str(gitlab).unwrap()[0];
+    let job = &gl["energy"];
+    let gl_gate = job["script"]
+        .as_vec()
+        .expect("script")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .find(|l| l.contains("energy-gate"))
+        .expect("the gate line")
+        .to_string();
+    assert_eq!(
+        job["artifacts"]["paths"][0].as_str(),
+        Some("energy/"),
+        "the artifacts are kept"
+    );
+
+    let m = Machine::new(20.0);
+    let runner = m.path("runner");
+    let base = runner.join("base");
+    let src = runner.join("joulerun");
+    std::fs::create_dir_all(src.join("scripts")).unwrap();
+    std::fs::copy(
+        root.join("scripts/energy-gate"),
+        src.join("scripts/energy-gate"),
+    )
+    .unwrap();
+    let myapp = |dir: &Path, s: f64| {
+        let p = dir.join("target/release/myapp");
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("#!/bin/sh\n{}\n", burn(s))).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let work = m.path("checkout");
+    myapp(&base, 0.25);
+    let run = |script: &str| {
+        let _ = std::fs::remove_dir_all(work.join("energy"));
+        Command::new("bash")
+            .args(["-e", "-c", script])
+            .current_dir(&work)
+            .env("RUNNER_TEMP", &runner)
+            .env("JOULERUN_SRC", &src)
+            .env("BASE_DIR", &base)
+            .env("JOULERUN", env!("CARGO_BIN_EXE_joulerun"))
+            .env("JOULERUN_SYSFS_ROOT", m.root())
+            .env("XDG_STATE_HOME", m.path("state"))
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    for (name, script) in [("GitHub", &gh_gate), ("GitLab", &gl_gate)] {
+        myapp(&work, 0.25);
+        let o = run(script);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        assert!(work.join("energy/compare.md").is_file(), "{name}");
+        myapp(&work, 0.35);
+        let o = run(script);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
+    }
 }
