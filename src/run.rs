@@ -38,6 +38,7 @@ pub fn open_context(common: &Common) -> Result<OpenContext> {
     }
     Ok(OpenContext {
         cpu_watts: common.cpu_watts,
+        ipmi: common.ipmi.clone(),
         ..OpenContext::for_root(root)
     })
 }

@@ -270,6 +270,7 @@ mod tests {
             topology: crate::topology::Topology::default(),
             cpu_watts: CpuWatts::parse("10,20").unwrap(),
             machine_busy: None,
+            ipmi: Default::default(),
         };
         let mut s = EstimateSource::open(&ctx).unwrap();
         // The source keeps no clock: the accumulator integrates its readings over the
@@ -317,6 +318,7 @@ mod tests {
             topology: crate::topology::Topology::default(),
             cpu_watts: CpuWatts::parse("10,40").unwrap(),
             machine_busy: None,
+            ipmi: Default::default(),
         };
         let s = EstimateSource::open(&ctx).unwrap();
         assert_eq!(s.domains()[0].max_power_w, 60.0);

@@ -12,6 +12,7 @@
 pub mod battery;
 pub mod estimate;
 pub mod hwmon;
+pub mod ipmi;
 pub mod msr;
 pub mod perf;
 pub mod powercap;
@@ -35,6 +36,15 @@ pub enum SourceKind {
     Hwmon,
     /// `/sys/class/power_supply/BAT*` (`sources/battery.rs`).
     Battery,
+    // Chassis through IPMI (issue 10): `sources/ipmi/`.
+    /// The BMC in-band: `/dev/ipmi0` and the OpenIPMI ioctls, DCMI Get Power Reading.
+    Dcmi,
+    /// A remote BMC (`--bmc HOST`): IPMI 2.0 lanplus through `ipmitool -E`.
+    #[serde(rename = "bmc")]
+    IpmiLan,
+    /// `ipmitool` or freeipmi's `ipmi-dcmi`, their output parsed.
+    #[serde(rename = "tools")]
+    IpmiTool,
 }
 
 impl SourceKind {
@@ -54,6 +64,9 @@ impl SourceKind {
             SourceKind::Estimate => "estimate",
             SourceKind::Hwmon => "hwmon",
             SourceKind::Battery => "battery",
+            SourceKind::Dcmi => "dcmi",
+            SourceKind::IpmiLan => "bmc",
+            SourceKind::IpmiTool => "tools",
         }
     }
 }
@@ -651,6 +664,8 @@ pub struct OpenContext {
     /// The machine's busy CPU time as the sampler reads it every tick: the estimate uses
     /// it instead of reading `/proc/stat` itself. `None`: the estimate reads its own.
     pub machine_busy: Option<std::sync::Arc<crate::procs::MachineBusy>>,
+    /// Chassis through IPMI (issue 10): a remote BMC and where tools are looked up.
+    pub ipmi: ipmi::IpmiOptions,
 }
 
 impl OpenContext {
@@ -662,15 +677,26 @@ impl OpenContext {
             root,
             cpu_watts: estimate::CpuWatts::default(),
             machine_busy: None,
+            ipmi: ipmi::IpmiOptions::default(),
         }
     }
 }
+
+/// The chassis interfaces, in the order `auto` tries them: the BMC in-band, a remote BMC
+/// (only when `--bmc` names one), the tools, then hwmon (an ACPI power meter, the PSUs).
+pub const CHASSIS_ORDER: [SourceKind; 4] = [
+    SourceKind::Dcmi,
+    SourceKind::IpmiLan,
+    SourceKind::IpmiTool,
+    SourceKind::Hwmon,
+];
 
 /// The interfaces of a category, in the order `auto` tries them.
 pub fn interfaces(cat: Category) -> &'static [SourceKind] {
     match cat {
         Category::Cpu => &SourceKind::AUTO_ORDER,
-        Category::Gpu | Category::Chassis | Category::Meter => &[SourceKind::Hwmon],
+        Category::Chassis => &CHASSIS_ORDER,
+        Category::Gpu | Category::Meter => &[SourceKind::Hwmon],
         Category::Battery => &[SourceKind::Battery],
     }
 }
@@ -687,6 +713,9 @@ pub fn open_for(
         (Category::Chassis, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_chassis(ctx)?),
         (Category::Meter, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_meters(ctx)?),
         (Category::Battery, SourceKind::Battery) => Box::new(battery::BatterySource::open(ctx)?),
+        (Category::Chassis, SourceKind::Dcmi) => Box::new(ipmi::open_dcmi(ctx)?),
+        (Category::Chassis, SourceKind::IpmiLan) => Box::new(ipmi::lan::open_lan(ctx)?),
+        (Category::Chassis, SourceKind::IpmiTool) => Box::new(ipmi::tools::open_tools(ctx)?),
         (c, k) => {
             return Err(Unavailable::new(
                 k,
@@ -707,5 +736,8 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Estimate => Box::new(estimate::EstimateSource::open(ctx)?),
         SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
         SourceKind::Battery => Box::new(battery::BatterySource::open(ctx)?),
+        SourceKind::Dcmi => Box::new(ipmi::open_dcmi(ctx)?),
+        SourceKind::IpmiLan => Box::new(ipmi::lan::open_lan(ctx)?),
+        SourceKind::IpmiTool => Box::new(ipmi::tools::open_tools(ctx)?),
     })
 }

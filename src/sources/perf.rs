@@ -925,6 +925,7 @@ mod tests {
             topology: one_package(),
             cpu_watts: Default::default(),
             machine_busy: None,
+            ipmi: Default::default(),
         };
         assert_eq!(PerfSource::open(&ctx).err(), Some(e));
     }
@@ -1390,6 +1391,7 @@ mod tests {
             topology: Topology::read(&SysRoot::default()),
             cpu_watts: Default::default(),
             machine_busy: None,
+            ipmi: Default::default(),
         };
         match PerfSource::open(&ctx) {
             Ok(mut s) => {
