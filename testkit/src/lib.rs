@@ -8,6 +8,8 @@
 //!   sensors) and ready-made machines.
 //! * [`fakebattery`]: a fake `/sys/class/power_supply` (batteries, AC adapters, peripheral
 //!   batteries) and a laptop on battery.
+//! * [`fakeipmi`]: a scripted BMC behind a fake `/dev/ipmi0` (through the `fake-ipmi`
+//!   `LD_PRELOAD` library), and fake `ipmitool` programs.
 //!
 //! Doubles that are not Rust libraries (a fake `libnvidia-ml.so`, an `LD_PRELOAD` shim)
 //! are workspace members of their own beside this one (see `docs/architecture.md`).
@@ -15,3 +17,4 @@
 pub mod fakebattery;
 pub mod fakehw;
 pub mod fakehwmon;
+pub mod fakeipmi;
