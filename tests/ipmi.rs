@@ -120,10 +120,10 @@ fn the_bmc_in_band_is_the_chassis_and_the_rest_of_the_system_is_over_its_own_sec
     let msgids: Vec<i64> = reqs.iter().map(|r| r.msgid).collect();
     assert!(msgids.windows(2).all(|w| w[1] > w[0]), "{msgids:?}");
     // The reader's samples (after the probe) are about a second apart, the last one at
-    // the end of the run.
+    // the end of the run (bounds wide enough for a loaded machine, far from 100 ms).
     for w in reqs[1..reqs.len() - 1].windows(2) {
         let gap = w[1].t_s - w[0].t_s;
-        assert!((0.8..1.6).contains(&gap), "{reqs:?}");
+        assert!((0.5..2.0).contains(&gap), "{reqs:?}");
     }
     // The table names the interface and says which total it used.
     let c2 = {
