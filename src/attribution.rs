@@ -286,6 +286,11 @@ pub struct RestOfSystem {
     /// a meter's error, or samples out of step), and by how much in all, J.
     pub negative_intervals: u64,
     pub negative_j: f64,
+    /// The command's share of it, J: modelled, the same fraction of the rest as the
+    /// command's share (dynamic and static) of the whole machine in each interval.
+    pub command_j: f64,
+    /// Always true: no usage signal exists for fans, disks or power-supply losses.
+    pub modelled: bool,
 }
 
 /// How much of the run had a baseline.
@@ -652,6 +657,10 @@ impl Attributor {
                 r.measured_s += dt;
                 if energy_j >= parts {
                     r.energy_j += energy_j - parts;
+                    if energy_j > 0.0 {
+                        let cmd = tick.command_dynamic_j + tick.command_static_j;
+                        r.command_j += (energy_j - parts) * (cmd / energy_j).clamp(0.0, 1.0);
+                    }
                 } else {
                     r.negative_intervals += 1;
                     r.negative_j += parts - energy_j;
@@ -843,11 +852,26 @@ impl Attributor {
             ticks: self.ticks,
             total,
             total_of,
-            rest_of_system: (self.rest.measured_s > 0.0).then(|| self.rest.clone()),
+            rest_of_system: (self.rest.measured_s > 0.0).then(|| RestOfSystem {
+                modelled: true,
+                ..self.rest.clone()
+            }),
             parts,
             per_socket,
             per_domain,
         }
+    }
+}
+
+impl AttributionSummary {
+    /// Make the sum of the parts the total: the whole machine was measured but did not
+    /// cover the run (`report::totals` decides; the summary follows it).
+    pub fn use_parts_as_total(&mut self) {
+        self.total = self.parts.clone();
+        self.total_of = "parts";
+        self.share = self.total.share;
+        self.command_total_j = self.total.command_total_j;
+        self.overhead_j = self.total.overhead_j;
     }
 }
 
@@ -1391,5 +1415,58 @@ mod tests {
         assert_close!(g.energy.command_dynamic_j, 10.0);
         // The CPU's domains carry no usage rows.
         assert!(a.summary().per_domain[0].usage.is_empty());
+    }
+
+    #[test]
+    fn the_chassis_share_is_the_parts_dynamic_shares_weighted_by_their_dynamic_energy() {
+        use crate::sources::ipmi::chassis_domain;
+        // Two sockets ticking every 0.1 s (1 CPU each); the chassis from a BMC, sampled
+        // once a second. Socket 0: the command's alone (share 1), 10 W dynamic; socket 1:
+        // others' alone (share 0), 30 W dynamic. Baselines: 10 W per package, 100 W for
+        // the chassis.
+        let d = vec![
+            dom(DomainKind::Package, Some(0)),
+            dom(DomainKind::Package, Some(1)),
+            chassis_domain(SourceKind::Dcmi),
+        ];
+        let mut a = Attributor::new(&d, &[0, 1], &[1, 1], &[Some(10.0), Some(10.0), Some(100.0)])
+            .with_interval_domains(&[false, false, true]);
+        for k in 0..12 {
+            a.tick(&tick(
+                0.1,
+                &[Some(2.0), Some(4.0), None],
+                &[0.1, 0.0],
+                &[0.1, 0.1],
+                0.0,
+            ));
+            if k == 10 {
+                // 300 J over [0, 1]: 100 J static, 200 J dynamic.
+                a.interval(2, 0.0, 1.0, 300.0);
+            }
+        }
+        let s = a.summary();
+        let c = &s.per_domain[2];
+        assert!(c.modelled);
+        assert_close!(c.energy.static_j, 100.0);
+        assert_close!(c.energy.dynamic_j, 200.0);
+        // The command's dynamic share of the chassis: (1 x 10 J + 0 x 30 J) / 40 J of
+        // dynamic parts energy in that second = 0.25 (not its 0.5 of the machine's busy
+        // CPU time), applied to the chassis' dynamic energy above its baseline.
+        assert_close!(c.energy.command_dynamic_j, 0.25 * 200.0);
+        // Its static share by the CPU capacity it used: 1 CPU of 2 for the second.
+        assert_close!(c.energy.command_static_j, 0.5 * 100.0);
+        // The rest of the system in that second: 300 J minus the packages' 60 J; the
+        // command's modelled share of it is its share of the whole, 100 J of 300 J.
+        let r = s.rest_of_system.clone().unwrap();
+        assert_close!(r.energy_j, 240.0);
+        assert_close!(r.command_j, 240.0 * 100.0 / 300.0);
+        assert!(r.modelled);
+        assert_eq!(s.total_of, "whole");
+        // Should the whole not cover the run, the summary takes the parts as the total.
+        let mut s = s;
+        s.use_parts_as_total();
+        assert_eq!(s.total_of, "parts");
+        assert_close!(s.total.energy_j, s.parts.energy_j);
+        assert_close!(s.command_total_j, s.parts.command_total_j);
     }
 }

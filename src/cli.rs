@@ -127,6 +127,20 @@ pub struct CommonArgs {
     /// separated [default: those in CUDA_VISIBLE_DEVICES when set, else all].
     #[arg(long, value_name = "LIST|all")]
     pub gpus: Option<String>,
+    // Chassis through IPMI (issue 10)
+    /// A remote BMC to read the chassis power from (IPMI 2.0 lanplus, through ipmitool);
+    /// its password comes from JOULERUN_BMC_PASSWORD or --bmc-password-file, never from
+    /// the command line.
+    #[arg(long, value_name = "HOST")]
+    pub bmc: Option<String>,
+
+    /// The BMC user for --bmc [default: the BMC's null user].
+    #[arg(long, value_name = "USER", requires = "bmc")]
+    pub bmc_user: Option<String>,
+
+    /// A file whose first line is the password for --bmc [default: JOULERUN_BMC_PASSWORD].
+    #[arg(long, value_name = "FILE", requires = "bmc")]
+    pub bmc_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,7 +160,9 @@ pub struct RunArgs {
     pub no_gpu: bool,
 
     /// The whole machine at the wall: `auto` uses the first chassis interface that
-    /// works (hwmon: ACPI power meter, power supplies), `none` measures none.
+    /// works (dcmi: the BMC through /dev/ipmi0; bmc: the BMC named by --bmc; tools:
+    /// ipmitool or ipmi-dcmi; hwmon: ACPI power meter, power supplies), `none` measures
+    /// none.
     #[arg(long, value_enum, value_name = "WHICH")]
     pub chassis: Option<ChassisArg>,
 
@@ -323,6 +339,13 @@ pub enum ChassisArg {
     Auto,
     Hwmon,
     None,
+    // Chassis through IPMI (issue 10)
+    /// The BMC in-band: /dev/ipmi0 and the OpenIPMI ioctls.
+    Dcmi,
+    /// The BMC named by --bmc HOST, over the network.
+    Bmc,
+    /// ipmitool or freeipmi's ipmi-dcmi.
+    Tools,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -72,10 +72,13 @@ pub fn probe(ctx: &sources::OpenContext) -> Listing {
         .iter()
         .filter(|c| **c != Category::Cpu)
         .map(|&category| {
-            let interfaces: Vec<Interface> = sources::interfaces(category)
+            let mut interfaces: Vec<Interface> = sources::interfaces(category)
                 .iter()
                 .map(|&k| interface(category, k, ctx))
                 .collect();
+            // Those that work first, then the others, each in the order `auto` tries them
+            // (the chassis has four: what works here leads).
+            interfaces.sort_by_key(|i| !i.available);
             CategoryListing {
                 category,
                 switch: format!("--{}", category.switch()),

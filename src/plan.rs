@@ -19,6 +19,7 @@ use crate::error::{EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, Error, Result};
 use crate::output::{Dest, Requested};
 use crate::report::Mode;
 use crate::sources::estimate::CpuWatts;
+use crate::sources::ipmi::{BmcTarget, IpmiOptions, Secret};
 use crate::sources::{Category, DomainKind, SourceKind};
 
 /// How the environment is read (the process environment, or a test's).
@@ -36,6 +37,8 @@ pub struct Common {
     pub cpu_watts: CpuWatts,
     /// GPUs (issue 9): the NVML library and the GPUs to measure.
     pub nvml: crate::sources::nvml::NvmlOptions,
+    /// Chassis through IPMI (issue 10): `--bmc` and its credentials, the tools' PATH.
+    pub ipmi: IpmiOptions,
 }
 
 pub fn common(args: &CommonArgs, env: Env<'_>) -> Result<Common> {
@@ -59,7 +62,119 @@ pub fn common(args: &CommonArgs, env: Env<'_>) -> Result<Common> {
             args.gpus.as_deref(),
             env,
         )?,
+        ipmi: ipmi_options(args, env)?,
     })
+}
+
+// Chassis through IPMI (issue 10)
+
+/// The variable holding the password of `--bmc`.
+pub const BMC_PASSWORD_ENV: &str = "JOULERUN_BMC_PASSWORD";
+
+/// The longest password IPMI 2.0 takes, bytes.
+pub const BMC_PASSWORD_MAX: usize = 20;
+
+/// A host or user name handed to ipmitool as an argument: something, without spaces or
+/// control characters, and not starting with `-` (ipmitool would take it for an option).
+fn bmc_word(what: &str, flag: &str, v: &str) -> Result<String> {
+    let bad = v.is_empty()
+        || v.starts_with('-')
+        || v.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(Error::usage(format!(
+            "invalid {what} '{}' for {flag}: give a name without spaces that does not start with '-'",
+            crate::text::escape_line(v)
+        )));
+    }
+    Ok(v.to_string())
+}
+
+/// `--bmc`, `--bmc-user`, the password (`--bmc-password-file`, else
+/// `JOULERUN_BMC_PASSWORD`), and `PATH` for the tools. Errors name where a value came
+/// from, never the password itself.
+fn ipmi_options(args: &CommonArgs, env: Env<'_>) -> Result<IpmiOptions> {
+    let search_path = env("PATH").filter(|p| !p.is_empty());
+    let Some(host) = &args.bmc else {
+        return Ok(IpmiOptions {
+            bmc: None,
+            search_path,
+        });
+    };
+    let host = bmc_word("host", "--bmc", host.trim())?;
+    let user = match &args.bmc_user {
+        Some(u) => Some(bmc_word("user", "--bmc-user", u)?),
+        None => None,
+    };
+    let (password, origin) = match &args.bmc_password_file {
+        Some(f) => {
+            let bytes = crate::fsx::read_regular(f, 4096).map_err(|e| {
+                Error::usage(format!(
+                    "cannot read the BMC password file '{}' (from --bmc-password-file): {e}",
+                    crate::text::escape_line(&f.display().to_string())
+                ))
+            })?;
+            let first = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
+            let first = first.strip_suffix(b"\r").unwrap_or(first);
+            (
+                first.to_vec(),
+                format!(
+                    "the file '{}' (from --bmc-password-file)",
+                    crate::text::escape_line(&f.display().to_string())
+                ),
+            )
+        }
+        None => match env(BMC_PASSWORD_ENV) {
+            Some(v) => (v.as_bytes().to_vec(), BMC_PASSWORD_ENV.to_string()),
+            None => {
+                return Err(Error::usage(format!(
+                    "--bmc {host} needs the BMC's password: set {BMC_PASSWORD_ENV}, or give --bmc-password-file FILE (never on the command line, where ps shows it)"
+                )));
+            }
+        },
+    };
+    if password.is_empty() {
+        return Err(Error::usage(format!(
+            "the BMC password from {origin} is empty"
+        )));
+    }
+    if password.len() > BMC_PASSWORD_MAX {
+        return Err(Error::usage(format!(
+            "the BMC password from {origin} is longer than the {BMC_PASSWORD_MAX} bytes IPMI 2.0 allows"
+        )));
+    }
+    let password = String::from_utf8(password)
+        .ok()
+        .filter(|p| !p.contains('\0'))
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "the BMC password from {origin} is not text (UTF-8 without NUL bytes)"
+            ))
+        })?;
+    Ok(IpmiOptions {
+        bmc: Some(BmcTarget {
+            host,
+            user,
+            password: Secret::new(password),
+        }),
+        search_path,
+    })
+}
+
+/// `--chassis bmc` needs `--bmc`; `--bmc` needs a chassis pick that can use it.
+fn check_bmc(categories: &Categories, common: &Common) -> Result<()> {
+    let named = common.ipmi.bmc.is_some();
+    match categories.chassis {
+        Pick::Only(SourceKind::IpmiLan) if !named => Err(Error::usage(
+            "--chassis bmc reads the BMC named by --bmc HOST: give --bmc",
+        )),
+        Pick::Only(k) if named && k != SourceKind::IpmiLan => Err(Error::usage(format!(
+            "--bmc has no effect with --chassis {k}: use --chassis bmc or auto"
+        ))),
+        Pick::Off if named => Err(Error::usage(
+            "--bmc has no effect with --chassis none: use --chassis bmc or auto",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Which baseline file a run reads, or a calibration writes.
@@ -190,6 +305,10 @@ fn categories(args: &RunArgs) -> Categories {
         chassis: match args.chassis {
             Some(ChassisArg::None) => Pick::Off,
             Some(ChassisArg::Hwmon) => Pick::Only(SourceKind::Hwmon),
+            // Chassis through IPMI (issue 10)
+            Some(ChassisArg::Dcmi) => Pick::Only(SourceKind::Dcmi),
+            Some(ChassisArg::Bmc) => Pick::Only(SourceKind::IpmiLan),
+            Some(ChassisArg::Tools) => Pick::Only(SourceKind::IpmiTool),
             _ => Pick::Auto,
         },
         battery: on_off(args.battery),
@@ -448,6 +567,7 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         interval_print_ms,
         separator: args.field_separator.as_deref().map(separator).transpose()?,
     };
+    check_bmc(&plan.categories, &plan.common)?;
     if mode == Mode::Pid && args.track.is_some() {
         return Err(Error::usage(
             "--track has no effect with -p: an attached process is always followed through /proc",
@@ -586,7 +706,7 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
             &[(&path, "where the baseline is written")],
         )?;
     }
-    Ok(CalibratePlan {
+    let plan = CalibratePlan {
         duration_s: d,
         force: args.force,
         source: source(args, env)?,
@@ -596,7 +716,9 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         common: common(&args.common, env)?,
         path,
         report,
-    })
+    };
+    check_bmc(&plan.categories, &plan.common)?;
+    Ok(plan)
 }
 
 /// The command line as one shell-like string.
@@ -867,5 +989,82 @@ mod tests {
             .map(OsString::from)
             .collect();
         assert_eq!(shell_words(&v), "sh -c 'a b' 'it'\\''s' ''");
+    }
+
+    // Chassis through IPMI (issue 10)
+    #[test]
+    fn bmc_credentials_come_from_a_file_or_the_variable_never_printed() {
+        let cli = parse(&["--bmc", "bmc1", "--bmc-user", "admin", "--", "true"]);
+        let env = |k: &str| (k == BMC_PASSWORD_ENV).then(|| OsString::from("pw-from-env"));
+        let p = run(&cli.run, &cli.command, &env).unwrap();
+        let t = p.common.ipmi.bmc.clone().unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.user.as_deref()),
+            ("bmc1", Some("admin"))
+        );
+        assert_eq!(t.password.expose(), "pw-from-env");
+        assert!(!format!("{p:?}").contains("pw-from-env"));
+        // The file wins over the variable; its first line only, without CR LF.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "pw-from-file\r\nsecond line\n").unwrap();
+        let cli = parse(&[
+            "--bmc",
+            "bmc1",
+            "--bmc-password-file",
+            f.to_str().unwrap(),
+            "--",
+            "true",
+        ]);
+        let p = run(&cli.run, &cli.command, &env).unwrap();
+        assert_eq!(p.common.ipmi.bmc.unwrap().password.expose(), "pw-from-file");
+        // Errors name the origin, never the password.
+        std::fs::write(&f, "\n").unwrap();
+        let e = run(&cli.run, &cli.command, &env).unwrap_err();
+        assert!(
+            e.message.contains("(from --bmc-password-file) is empty"),
+            "{}",
+            e.message
+        );
+        let long =
+            |k: &str| (k == BMC_PASSWORD_ENV).then(|| OsString::from("abcdefghijklmnopqrstuvwxyz"));
+        let cli = parse(&["--bmc", "bmc1", "--", "true"]);
+        let e = run(&cli.run, &cli.command, &long).unwrap_err();
+        assert!(
+            e.message.contains("JOULERUN_BMC_PASSWORD is longer"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("abcdef"));
+        // --bmc only with a chassis pick that can read it; --chassis bmc needs --bmc.
+        for (args, needle) in [
+            (
+                vec!["--bmc", "h", "--chassis", "none", "--", "true"],
+                "no effect",
+            ),
+            (vec!["--chassis", "bmc", "--", "true"], "give --bmc"),
+            (vec!["--bmc", "h h", "--", "true"], "invalid host"),
+            (
+                vec!["--bmc", "h", "--bmc-user=-x", "--", "true"],
+                "invalid user",
+            ),
+        ] {
+            let cli = crate::cli::Cli::try_parse_from(
+                std::iter::once("joulerun").chain(args.iter().copied()),
+            )
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let e = run(&cli.run, &cli.command, &env).unwrap_err();
+            assert_eq!(e.code, 2, "{args:?}");
+            assert!(e.message.contains(needle), "{args:?}: {}", e.message);
+        }
+        // Without --bmc nothing is asked; PATH is kept for the tools.
+        let path = |k: &str| (k == "PATH").then(|| OsString::from("/opt/ipmi/bin"));
+        let cli = parse(&["--", "/bin/true"]);
+        let p = run(&cli.run, &cli.command, &path).unwrap();
+        assert_eq!(p.common.ipmi.bmc, None);
+        assert_eq!(
+            p.common.ipmi.search_path,
+            Some(OsString::from("/opt/ipmi/bin"))
+        );
     }
 }

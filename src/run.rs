@@ -40,6 +40,7 @@ pub fn open_context(common: &Common) -> Result<OpenContext> {
     Ok(OpenContext {
         cpu_watts: common.cpu_watts,
         nvml: common.nvml.clone(),
+        ipmi: common.ipmi.clone(),
         ..OpenContext::for_root(root)
     })
 }

@@ -22,28 +22,60 @@ pub struct Totals {
     pub of: &'static str,
     pub domains: Vec<String>,
     pub estimated: bool,
+    /// Whole-machine domains with readings that did not cover the run, so that the total
+    /// is not theirs ([`covers_run`]).
+    pub partial_whole: Vec<String>,
 }
 
-/// The total, from the structure of the domains: the whole-machine domains when one was
-/// measured (it had readings), otherwise the sum of the parts. The whole is one category's
-/// (the chassis at the wall when measured, else a discharging battery: both at once would
-/// count the machine twice). Domains inside another one, or overlapping several, are
-/// never added. Each domain's `in_total` is set to whether it is in the total.
-pub fn totals(domains: &mut [DomainSummary]) -> Totals {
-    let measured_whole = |c: Category| {
+/// The least share of the run a whole-machine domain whose reads failed must still cover
+/// to be the total.
+pub const WHOLE_MIN_COVERAGE: f64 = 0.9;
+
+/// Whether a whole-machine domain covered a run of `elapsed_s`: it had readings, and
+/// either nothing went wrong with it (no failed read, its device never went away, its
+/// reader finished: its samples then span the run as closely as its cadence allows), or
+/// its intervals still cover [`WHOLE_MIN_COVERAGE`] of the run (a failed read loses the
+/// intervals around it). A BMC that stopped answering halfway covers half the run: taken
+/// as the total it would undercount the machine, so the parts are the total instead.
+pub fn covers_run(d: &DomainSummary, elapsed_s: f64) -> bool {
+    let clean = d.failed_reads == 0 && d.gone_at_s.is_none() && !d.unfinished;
+    d.measured_s > 0.0 && (clean || d.measured_s >= WHOLE_MIN_COVERAGE * elapsed_s)
+}
+
+/// The total, from the structure of the domains: the whole-machine domains when they were
+/// measured over the run (every one of them with readings [`covers_run`]), otherwise the
+/// sum of the parts. The whole is one category's (the chassis at the wall when measured,
+/// else a discharging battery: both at once would count the machine twice). Domains
+/// inside another one, or overlapping several, are never added. Each domain's `in_total`
+/// is set to whether it is in the total.
+pub fn totals(domains: &mut [DomainSummary], elapsed_s: f64) -> Totals {
+    let with_readings = |c: Category| {
         domains
             .iter()
-            .any(|d| d.place == Place::Whole && d.category == c && d.measured_s > 0.0)
+            .filter(move |d| d.place == Place::Whole && d.category == c && d.measured_s > 0.0)
     };
     let whole = [Category::Chassis, Category::Battery]
         .into_iter()
-        .find(|c| measured_whole(*c));
+        .find(|c| {
+            with_readings(*c).next().is_some()
+                && with_readings(*c).all(|d| covers_run(d, elapsed_s))
+        });
+    let partial_whole: Vec<String> = if whole.is_some() {
+        Vec::new()
+    } else {
+        domains
+            .iter()
+            .filter(|d| d.place == Place::Whole && d.measured_s > 0.0)
+            .map(|d| d.name.clone())
+            .collect()
+    };
     let of = if whole.is_some() { "whole" } else { "parts" };
     let mut t = Totals {
         energy_j: 0.0,
         of,
         domains: Vec::new(),
         estimated: false,
+        partial_whole,
     };
     for d in domains.iter_mut() {
         d.in_total = match whole {
@@ -192,7 +224,22 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         }
         domains.push(ds);
     }
-    let t = totals(&mut domains);
+    let t = totals(&mut domains, el);
+    for name in &t.partial_whole {
+        if let Some(d) = domains.iter().find(|d| &d.name == name) {
+            warnings.push(format!(
+                "{}: measured {:.1} s of the {:.1} s run, so the total is the sum of the parts, not {}; its row shows what it measured",
+                d.name, d.measured_s, el, d.name
+            ));
+        }
+    }
+    let mut attribution = i.attribution;
+    if t.of == "parts"
+        && let Some(a) = attribution.as_mut()
+        && a.summary.total_of == "whole"
+    {
+        a.summary.use_parts_as_total();
+    }
     if t.domains.is_empty() {
         warnings.push(
             "no package, dram, GPU, estimate or whole-machine domain was measured: the total is 0 (see -e/--domains)"
@@ -200,12 +247,11 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         );
     }
     warnings.extend(
-        i.attribution
+        attribution
             .as_ref()
             .and_then(|a| crate::attribution::clamped_warning(&a.summary, a.method)),
     );
-    let rest = i
-        .attribution
+    let rest = attribution
         .as_ref()
         .and_then(|a| a.summary.rest_of_system.clone());
     if let Some(r) = &rest
@@ -223,7 +269,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         s.domains(),
         s.peak_w(),
         el,
-        i.attribution.as_ref().map(|a| &a.summary),
+        attribution.as_ref().map(|a| &a.summary),
         &mut warnings,
     );
     let kwh = t.energy_j / J_PER_KWH;
@@ -272,11 +318,11 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         },
         emissions: crate::carbon::emissions(
             t.energy_j,
-            i.attribution.as_ref().map(|a| a.summary.command_total_j),
+            attribution.as_ref().map(|a| a.summary.command_total_j),
             i.carbon,
             t.estimated,
         ),
-        attribution: i.attribution,
+        attribution,
         machine: i.machine,
         units: super::Units::default(),
         repeat: None,
@@ -333,7 +379,7 @@ mod tests {
             dom("gpu-0", Place::Part, 200.0, 3.0),
             dom("psys", Place::Overlaps, 150.0, 3.0),
         ];
-        let t = totals(&mut d);
+        let t = totals(&mut d, 3.0);
         assert_eq!((t.energy_j, t.of), (320.0, "parts"));
         assert_eq!(t.domains, ["package-0", "dram-0", "gpu-0"]);
         assert!(d[0].in_total && !d[1].in_total && !d[4].in_total);
@@ -341,14 +387,14 @@ mod tests {
         let mut chassis = dom("chassis", Place::Whole, 500.0, 3.0);
         chassis.category = Category::Chassis;
         d.push(chassis);
-        let t = totals(&mut d);
+        let t = totals(&mut d, 3.0);
         assert_eq!((t.energy_j, t.of), (500.0, "whole"));
         assert_eq!(t.domains, ["chassis"]);
         assert!(!d[0].in_total && d[5].in_total);
         // A chassis that never answered is not a total of 0 J.
         d[5].measured_s = 0.0;
         d[5].energy_j = 0.0;
-        assert_eq!(totals(&mut d).of, "parts");
+        assert_eq!(totals(&mut d, 3.0).of, "parts");
         // Two PSUs make the whole together.
         d[5].measured_s = 3.0;
         d[5].energy_j = 300.0;
@@ -356,17 +402,39 @@ mod tests {
         let mut psu = dom("psu-1", Place::Whole, 250.0, 3.0);
         psu.category = Category::Chassis;
         d.push(psu);
-        assert_eq!(totals(&mut d).energy_j, 550.0);
+        assert_eq!(totals(&mut d, 3.0).energy_j, 550.0);
         // A battery measured beside the chassis is not added on top of it.
         let mut bat = dom("BAT0", Place::Whole, 40.0, 3.0);
         bat.category = Category::Battery;
         d.push(bat);
-        let t = totals(&mut d);
+        let t = totals(&mut d, 3.0);
         assert_eq!((t.energy_j, t.domains.len()), (550.0, 2));
         assert!(!d[7].in_total);
+        // A whole that failed and covered less than 90% of the run is not the total;
+        // one whose reads failed but still covered it is.
+        let mut d = vec![
+            dom("package-0", Place::Part, 100.0, 3.0),
+            dom("chassis", Place::Whole, 180.0, 1.5),
+        ];
+        d[1].category = Category::Chassis;
+        d[1].failed_reads = 2;
+        let t = totals(&mut d, 3.0);
+        assert_eq!((t.of, t.energy_j), ("parts", 100.0));
+        assert_eq!(t.partial_whole, ["chassis"]);
+        assert!(!d[1].in_total);
+        d[1].measured_s = 2.8;
+        assert_eq!(totals(&mut d, 3.0).of, "whole");
+        d[1].gone_at_s = Some(1.0);
+        d[1].measured_s = 1.0;
+        assert_eq!(totals(&mut d, 3.0).of, "parts");
+        // Without failures, sampling alone never makes it partial (a slow BMC's last
+        // sample can start a little before the end).
+        d[1] = dom("chassis", Place::Whole, 180.0, 2.0);
+        d[1].category = Category::Chassis;
+        assert_eq!(totals(&mut d, 3.0).of, "whole");
         // Nothing measured: 0, never -0.
         let mut none: Vec<DomainSummary> = Vec::new();
-        let t = totals(&mut none);
+        let t = totals(&mut none, 0.0);
         assert!(t.energy_j == 0.0 && t.energy_j.is_sign_positive());
     }
 }

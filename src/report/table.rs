@@ -417,6 +417,13 @@ fn render_attribution(
             ),
         ]);
     }
+    if let Some(r) = &m.rest_of_system {
+        k.add_row(vec![
+            "command rest of system".to_string(),
+            format!("{}{est}", fmt_joules(r.command_j)),
+            "modelled: its share of the whole machine, applied to the rest".to_string(),
+        ]);
+    }
     k.add_row(vec![
         "joulerun itself".to_string(),
         format!("{}{est}", fmt_joules(m.overhead_j)),
@@ -471,6 +478,9 @@ fn domain_note(d: &DomainSummary, total_of: &str) -> String {
                 parts.push("whole platform, not added".to_string())
             }
             Place::Overlaps => parts.push("overlaps the parts, not added".to_string()),
+            Place::Whole if !d.in_total && d.measured_s > 0.0 => {
+                parts.push("partial, not the total".to_string())
+            }
             Place::Whole if !d.in_total => parts.push("no readings".to_string()),
             Place::Part if total_of == "whole" => parts.push("inside the whole".to_string()),
             _ => {}

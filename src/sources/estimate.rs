@@ -272,6 +272,7 @@ mod tests {
             machine_busy: None,
             nvml: Default::default(),
             command_pids: None,
+            ipmi: Default::default(),
         };
         let mut s = EstimateSource::open(&ctx).unwrap();
         // The source keeps no clock: the accumulator integrates its readings over the
@@ -321,6 +322,7 @@ mod tests {
             machine_busy: None,
             nvml: Default::default(),
             command_pids: None,
+            ipmi: Default::default(),
         };
         let s = EstimateSource::open(&ctx).unwrap();
         assert_eq!(s.domains()[0].max_power_w, 60.0);

@@ -13,6 +13,7 @@ pub mod battery;
 pub mod device_use;
 pub mod estimate;
 pub mod hwmon;
+pub mod ipmi;
 pub mod msr;
 pub mod nvml;
 pub mod perf;
@@ -42,6 +43,15 @@ pub enum SourceKind {
     Battery,
     /// NVIDIA GPUs through NVML, `libnvidia-ml.so` loaded at run time (`sources/nvml.rs`).
     Nvml,
+    // Chassis through IPMI (issue 10): `sources/ipmi/`.
+    /// The BMC in-band: `/dev/ipmi0` and the OpenIPMI ioctls, DCMI Get Power Reading.
+    Dcmi,
+    /// A remote BMC (`--bmc HOST`): IPMI 2.0 lanplus through `ipmitool -E`.
+    #[serde(rename = "bmc")]
+    IpmiLan,
+    /// `ipmitool` or freeipmi's `ipmi-dcmi`, their output parsed.
+    #[serde(rename = "tools")]
+    IpmiTool,
 }
 
 impl SourceKind {
@@ -62,6 +72,9 @@ impl SourceKind {
             SourceKind::Hwmon => "hwmon",
             SourceKind::Battery => "battery",
             SourceKind::Nvml => "nvml",
+            SourceKind::Dcmi => "dcmi",
+            SourceKind::IpmiLan => "bmc",
+            SourceKind::IpmiTool => "tools",
         }
     }
 }
@@ -684,6 +697,8 @@ pub struct OpenContext {
     /// the sampling loop publishes them (`None`: no command is followed).
     pub nvml: nvml::NvmlOptions,
     pub command_pids: Option<std::sync::Arc<CommandPids>>,
+    /// Chassis through IPMI (issue 10): a remote BMC and where tools are looked up.
+    pub ipmi: ipmi::IpmiOptions,
 }
 
 impl OpenContext {
@@ -697,16 +712,27 @@ impl OpenContext {
             machine_busy: None,
             nvml: nvml::NvmlOptions::default(),
             command_pids: None,
+            ipmi: ipmi::IpmiOptions::default(),
         }
     }
 }
+
+/// The chassis interfaces, in the order `auto` tries them: the BMC in-band, a remote BMC
+/// (only when `--bmc` names one), the tools, then hwmon (an ACPI power meter, the PSUs).
+pub const CHASSIS_ORDER: [SourceKind; 4] = [
+    SourceKind::Dcmi,
+    SourceKind::IpmiLan,
+    SourceKind::IpmiTool,
+    SourceKind::Hwmon,
+];
 
 /// The interfaces of a category, in the order `auto` tries them.
 pub fn interfaces(cat: Category) -> &'static [SourceKind] {
     match cat {
         Category::Cpu => &SourceKind::AUTO_ORDER,
         Category::Gpu => &[SourceKind::Nvml, SourceKind::Hwmon],
-        Category::Chassis | Category::Meter => &[SourceKind::Hwmon],
+        Category::Chassis => &CHASSIS_ORDER,
+        Category::Meter => &[SourceKind::Hwmon],
         Category::Battery => &[SourceKind::Battery],
     }
 }
@@ -724,6 +750,9 @@ pub fn open_for(
         (Category::Chassis, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_chassis(ctx)?),
         (Category::Meter, SourceKind::Hwmon) => Box::new(hwmon::HwmonSource::open_meters(ctx)?),
         (Category::Battery, SourceKind::Battery) => Box::new(battery::BatterySource::open(ctx)?),
+        (Category::Chassis, SourceKind::Dcmi) => Box::new(ipmi::open_dcmi(ctx)?),
+        (Category::Chassis, SourceKind::IpmiLan) => Box::new(ipmi::lan::open_lan(ctx)?),
+        (Category::Chassis, SourceKind::IpmiTool) => Box::new(ipmi::tools::open_tools(ctx)?),
         (c, k) => {
             return Err(Unavailable::new(
                 k,
@@ -745,5 +774,8 @@ pub fn open(kind: SourceKind, ctx: &OpenContext) -> Result<Box<dyn Source>, Unav
         SourceKind::Hwmon => Box::new(hwmon::HwmonSource::open_all(ctx)?),
         SourceKind::Battery => Box::new(battery::BatterySource::open(ctx)?),
         SourceKind::Nvml => Box::new(nvml::NvmlSource::open(ctx)?),
+        SourceKind::Dcmi => Box::new(ipmi::open_dcmi(ctx)?),
+        SourceKind::IpmiLan => Box::new(ipmi::lan::open_lan(ctx)?),
+        SourceKind::IpmiTool => Box::new(ipmi::tools::open_tools(ctx)?),
     })
 }

@@ -927,6 +927,7 @@ mod tests {
             machine_busy: None,
             nvml: Default::default(),
             command_pids: None,
+            ipmi: Default::default(),
         };
         assert_eq!(PerfSource::open(&ctx).err(), Some(e));
     }
@@ -1394,6 +1395,7 @@ mod tests {
             machine_busy: None,
             nvml: Default::default(),
             command_pids: None,
+            ipmi: Default::default(),
         };
         match PerfSource::open(&ctx) {
             Ok(mut s) => {

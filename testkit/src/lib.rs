@@ -8,6 +8,8 @@
 //!   sensors) and ready-made machines.
 //! * [`fakebattery`]: a fake `/sys/class/power_supply` (batteries, AC adapters, peripheral
 //!   batteries) and a laptop on battery.
+//! * [`fakeipmi`]: a scripted BMC behind a fake `/dev/ipmi0` (through the `fake-ipmi`
+//!   `LD_PRELOAD` library), and fake `ipmitool` programs.
 //!
 //! * [`fakenvml`]: finds (building it once) the fake `libnvidia-ml.so` and writes its
 //!   scripts.
@@ -19,4 +21,5 @@
 pub mod fakebattery;
 pub mod fakehw;
 pub mod fakehwmon;
+pub mod fakeipmi;
 pub mod fakenvml;
