@@ -535,7 +535,12 @@ fn cpu_gpu_split(s: &Summary) -> Option<String> {
         return None;
     }
     Some(format!(
-        " CPU / GPU: {} ({}%) / {} ({}%)\n",
+        " CPU / GPU{}: {} ({}%) / {} ({}%)\n",
+        if s.repeat.is_some() {
+            " (last run)"
+        } else {
+            ""
+        },
         fmt_joules(g.cpu_j),
         sig(100.0 * (1.0 - g.gpu_fraction), 3),
         fmt_joules(g.gpu_j),
@@ -583,7 +588,11 @@ fn gpu_shares(s: &Summary) -> String {
     if k.row_count() == 0 {
         return String::new();
     }
-    let mut out = String::from(" Command's share of each GPU:\n");
+    let mut out = String::from(if s.repeat.is_some() {
+        " Command's share of each GPU (last run):\n"
+    } else {
+        " Command's share of each GPU:\n"
+    });
     push_indented(&mut out, &k.to_string());
     if let (Some(c), Some(g)) = (sec.command_cpu_j, sec.command_gpu_j) {
         out.push_str(&format!(
