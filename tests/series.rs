@@ -782,3 +782,38 @@ fn the_readme_ci_jobs_gate_as_written() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", stderr(&o));
     }
 }
+
+/// `-I` with `-o FILE`: the file is in place once the command runs and fills as it goes,
+/// the final report last.
+#[test]
+fn interval_lines_stream_into_the_report_file() {
+    let _l = serial();
+    let m = Machine::new(10.0);
+    let report = m.path("report.txt");
+    std::fs::write(&report, "an earlier report\n").unwrap();
+    let mut child = m
+        .bin()
+        .args(["-I", "100", "-o", "report.txt", "--", "sleep", "1"])
+        .spawn()
+        .unwrap();
+    // Lines arrive while the command runs (polled: no timing is asserted, only order).
+    let mut seen = String::new();
+    for _ in 0..200 {
+        std::thread::sleep(Duration::from_millis(10));
+        seen = std::fs::read_to_string(&report).unwrap_or_default();
+        if seen.lines().filter(|l| l.ends_with("package-0")).count() >= 2 {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the command still runs"
+    );
+    assert!(!seen.contains("an earlier report"), "{seen}");
+    assert!(!seen.contains("Energy of"), "no final report yet: {seen}");
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&report).unwrap();
+    let final_at = text.find("Energy of 'sleep 1'").expect("the final report");
+    let last_line = text.rfind("package-0\n").unwrap();
+    assert!(last_line < final_at, "{text}");
+}
