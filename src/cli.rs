@@ -42,6 +42,32 @@ pub enum Sub {
     /// when nothing is significantly worse beyond the threshold, 1 when something is, 2
     /// on a usage error.
     Compare(CompareArgs),
+    /// Combine the `--json` files of a launched job's ranks (srun, mpirun) into one
+    /// report of the job: per node its devices, energy and the job's share, counted once;
+    /// the job's totals, kWh, cost and CO2e; warnings where nodes disagree or ranks are
+    /// missing. Refuses files of different jobs unless `--force`.
+    Merge(MergeArgs),
+}
+
+// Launchers (issue 13)
+/// `joulerun merge FILES... [--json OUT] [-o REPORT]` (docs/launchers.md).
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The ranks' `--json` files (every rank's, or at least every node's).
+    #[arg(value_name = "FILES", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Write the merged report as JSON to OUT (`-` for stdout).
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+
+    /// Write the report to REPORT instead of stdout.
+    #[arg(short, long, value_name = "REPORT")]
+    pub output: Option<PathBuf>,
+
+    /// Merge files of different jobs into one report.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `joulerun compare BASE.json NEW.json` (docs/ci.md).

@@ -60,6 +60,9 @@ pub fn totals(domains: &mut [DomainSummary]) -> Totals {
     t
 }
 
+/// The warning of a run that measured nothing.
+pub const NOTHING_MEASURED: &str = "no package, dram, GPU, estimate or whole-machine domain was measured: the total is 0 (see -e/--domains)";
+
 /// Everything a summary is built from.
 pub struct SummaryInput<'a> {
     pub mode: Mode,
@@ -194,10 +197,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
     }
     let t = totals(&mut domains);
     if t.domains.is_empty() {
-        warnings.push(
-            "no package, dram, GPU, estimate or whole-machine domain was measured: the total is 0 (see -e/--domains)"
-                .to_string(),
-        );
+        warnings.push(NOTHING_MEASURED.to_string());
     }
     warnings.extend(
         i.attribution
@@ -280,6 +280,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         machine: i.machine,
         units: super::Units::default(),
         repeat: None,
+        launcher: None,
         overhead: Overhead {
             cpu_s: i.self_cpu_s,
             percent_of_one_core: if el > 0.0 {
