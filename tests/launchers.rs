@@ -1,0 +1,307 @@
+//! Launchers (issue 13) end to end through the built binary, without a launcher: ranks
+//! started with the environment Slurm gives its tasks, on fake nodes. The same flows
+//! under the real Slurm and Open MPI are in `tests/slurm.rs` and `tests/mpi.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+
+mod common;
+use common::ranks::{
+    FakeNode, check_merged, json_files, merge, num, rank_env, read_json, write_app,
+};
+
+/// These tests run several ranks that each burn CPU: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Start `n` ranks of job `job` on one fake node, as srun would (`SLURM_*`), each
+/// running `joulerun --json out-%j-%n-%r.json -o out-%j-%n-%r.txt -- ./app`, and wait.
+fn run_ranks(
+    dir: &Path,
+    node: &FakeNode,
+    job: &str,
+    n: u32,
+    extra: &[(&str, &str)],
+) -> Vec<Output> {
+    let children: Vec<_> = (0..n)
+        .map(|r| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
+            rank_env(&mut c, node.root(), &dir.join("run"));
+            c.current_dir(dir)
+                .env("SLURM_JOB_ID", job)
+                .env("SLURM_STEP_ID", "0")
+                .env("SLURM_PROCID", r.to_string())
+                .env("SLURM_LOCALID", r.to_string())
+                .env("SLURM_NODEID", "0")
+                .env("SLURMD_NODENAME", "fake")
+                .env("SLURM_STEP_NUM_TASKS", n.to_string())
+                .env("APP_MS", "150")
+                .envs(extra.iter().copied())
+                .args([
+                    "--json",
+                    "out-%j-%n-%r.json",
+                    "-o",
+                    "out-%j-%n-%r.txt",
+                    "--",
+                    "./app",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(t.path().join("run")).unwrap();
+    write_app(t.path());
+    let p = t.path().to_path_buf();
+    (t, p)
+}
+
+#[test]
+fn the_ranks_of_a_node_measure_it_once_and_their_shares_add_up() {
+    let _s = serial();
+    let node = FakeNode::new(20.0);
+    let (_t, dir) = setup();
+    let outs = run_ranks(&dir, &node, "4242", 3, &[("APP_EXIT_2", "3")]);
+    // Each joulerun exits with its own command's status.
+    let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
+    assert_eq!(
+        codes,
+        [Some(0), Some(0), Some(3)],
+        "{:?}",
+        outs.iter().map(stderr).collect::<Vec<_>>()
+    );
+    let files = json_files(&dir, "out-4242-0-");
+    assert_eq!(files.len(), 3, "{files:?}");
+    let js: Vec<serde_json::Value> = files.iter().map(|p| read_json(p)).collect();
+    let leaders: Vec<&serde_json::Value> = js
+        .iter()
+        .filter(|j| j["launcher"]["role"] == "node")
+        .collect();
+    assert_eq!(leaders.len(), 1, "one rank measures the node");
+    let lead = leaders[0];
+    let l = &lead["launcher"];
+    assert_eq!(
+        (l["kind"].as_str(), l["job"].as_str(), l["step"].as_str()),
+        (Some("slurm"), Some("4242"), Some("0"))
+    );
+    assert_eq!(l["shared"], true);
+    let mut ranks: Vec<u64> = l["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rank"].as_u64().unwrap())
+        .collect();
+    ranks.sort();
+    assert_eq!(ranks, [0, 1, 2]);
+    // The node's energy: the fake package's 20 W over the time every rank ran, once.
+    let e = num(&lead["total"]["energy_j"]);
+    let el = num(&lead["elapsed_s"]);
+    assert!(
+        (e - 20.0 * el).abs() < 0.15 * 20.0 * el + 0.5,
+        "{e} J over {el} s"
+    );
+    // The last rank runs 3 x 150 ms: the node was measured until it ended.
+    assert!(el >= 0.4, "{el}");
+    // The followers hold no energy, and say who measured their node.
+    for j in js.iter().filter(|j| j["launcher"]["role"] == "rank") {
+        assert_eq!(j["domains"].as_array().unwrap().len(), 0);
+        assert_eq!(num(&j["total"]["energy_j"]), 0.0);
+        assert!(j["attribution"].is_null());
+        assert_eq!(j["launcher"]["measured_by"]["pid"], l["ranks"][0]["pid"]);
+        assert!(
+            !j["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().starts_with("no package"))
+        );
+    }
+    // The ranks' shares add up to the command's share of the node.
+    let sum: f64 = l["ranks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| num(&r["command_j"]))
+        .sum();
+    let cmd = num(&lead["attribution"]["command_total_j"]);
+    assert!((sum - cmd).abs() < 1e-6 * cmd.max(1.0), "{sum} != {cmd}");
+    // Each rank's report file: the follower's says where its energy is.
+    let txt: Vec<String> = (0..3)
+        .map(|r| std::fs::read_to_string(dir.join(format!("out-4242-0-{r}.txt"))).unwrap())
+        .collect();
+    assert_eq!(
+        txt.iter()
+            .filter(|t| t.contains("were measured once, by rank"))
+            .count(),
+        2,
+        "{txt:?}"
+    );
+    assert_eq!(
+        txt.iter()
+            .filter(|t| t.contains("its devices were measured once, here, for 3 ranks"))
+            .count(),
+        1,
+        "{txt:?}"
+    );
+
+    // The merge counts the node once.
+    let o = merge(&files, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    check_merged(&m);
+    assert_eq!(m["job"], "4242");
+    assert_eq!(m["nodes"].as_array().unwrap().len(), 1);
+    assert!((num(&m["total"]["energy_j"]) - e).abs() < 1e-9);
+    assert_eq!(m["ranks"].as_array().unwrap().len(), 3);
+    assert_eq!(m["ranks"][2]["exit_status"], 3);
+    assert!(
+        m["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| !w.as_str().unwrap().contains("missing")),
+        "{}",
+        m["warnings"]
+    );
+    // The report (stderr when the JSON has stdout) shows the node and the ranks.
+    let report = stderr(&o);
+    assert!(
+        report.contains("Energy of job 4242: 1 node, 3 ranks, from 3 files"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_rank_that_comes_after_its_leader_finished_leads_a_later_reading() {
+    let _s = serial();
+    let node = FakeNode::new(10.0);
+    let (_t, dir) = setup();
+    // Rank 0 alone first, then rank 1: two readings of one node, at different times.
+    let one = |r: u32| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
+        rank_env(&mut c, node.root(), &dir.join("run"));
+        let o = c
+            .current_dir(&dir)
+            .env("SLURM_JOB_ID", "77")
+            .env("SLURM_STEP_ID", "0")
+            .env("SLURM_PROCID", r.to_string())
+            .env("SLURM_STEP_NUM_TASKS", "2")
+            .env("APP_MS", "100")
+            .args(["--json", "late-%r.json", "-o", "/dev/null", "--", "./app"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    };
+    one(0);
+    one(1);
+    let files = json_files(&dir, "late-");
+    for f in &files {
+        assert_eq!(read_json(f)["launcher"]["role"], "node");
+    }
+    let o = merge(&files, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    check_merged(&m);
+    let n = &m["nodes"][0];
+    assert_eq!(n["readings"], 2);
+    let sum: f64 = files
+        .iter()
+        .map(|f| num(&read_json(f)["total"]["energy_j"]))
+        .sum();
+    assert!((num(&n["energy_j"]) - sum).abs() < 1e-9);
+}
+
+#[test]
+fn placeholders_need_a_launcher_and_repeats_need_one_rank() {
+    let node = FakeNode::new(5.0);
+    let (_t, dir) = setup();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
+        rank_env(&mut c, node.root(), &dir.join("run"));
+        for v in [
+            "SLURM_JOB_ID",
+            "SLURM_PROCID",
+            "OMPI_COMM_WORLD_RANK",
+            "PMIX_RANK",
+            "PMI_RANK",
+        ] {
+            c.env_remove(v);
+        }
+        c.current_dir(&dir)
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // Outside a launcher, %r cannot be filled: a usage error before anything runs.
+    let o = run(&[], &["--json", "e-%r.json", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("%r is the rank") && stderr(&o).contains("no launcher"),
+        "{}",
+        stderr(&o)
+    );
+    // %h and %p work anywhere.
+    let o = run(
+        &[],
+        &["--json", "e-%h-%p.json", "-o", "/dev/null", "--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let host = nix_hostname();
+    assert_eq!(json_files(&dir, &format!("e-{host}-")).len(), 1);
+    // An unknown placeholder.
+    let o = run(&[], &["--json", "e-%x.json", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("%x is not a placeholder"),
+        "{}",
+        stderr(&o)
+    );
+    // -r with several ranks: refused, saying why.
+    let slurm = [
+        ("SLURM_JOB_ID", "9"),
+        ("SLURM_STEP_ID", "0"),
+        ("SLURM_PROCID", "1"),
+        ("SLURM_STEP_NUM_TASKS", "4"),
+    ];
+    let o = run(&slurm, &["-r", "3", "--", "true"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("-r/--repeat and --warmup cannot be used by the 4 ranks"),
+        "{}",
+        stderr(&o)
+    );
+    // A launcher variable that is not a number.
+    let o = run(
+        &[("SLURM_JOB_ID", "9"), ("SLURM_PROCID", "one")],
+        &["--", "true"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("SLURM_PROCID='one' is not a number"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn nix_hostname() -> String {
+    let o = Command::new("hostname").output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
