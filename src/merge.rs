@@ -26,8 +26,8 @@ use crate::launcher::{LauncherReport, NodeIdentity, RankShare, Role};
 use crate::output::{Dest, Requested};
 use crate::report::{J_PER_KWH, fmt_joules, fmt_kwh, fmt_money, sig};
 
-/// A rank in a job: its step and its rank.
-type RankKey = (Option<String>, u32);
+/// A rank in a job: its job, its step and its rank.
+type RankKey = (Option<String>, Option<String>, u32);
 
 /// The version of `merge --json`.
 pub const MERGE_SCHEMA_VERSION: u32 = 1;
@@ -185,9 +185,13 @@ impl File {
         (self.node(), pid, (self.window().0 * 1e3) as u64)
     }
 
-    fn rank_key(&self) -> Option<(Option<String>, u32)> {
+    fn rank_key(&self) -> Option<RankKey> {
         let l = self.input.launcher.as_ref()?;
-        Some((l.context.step.clone(), l.context.rank?))
+        Some((
+            l.context.job.clone(),
+            l.context.step.clone(),
+            l.context.rank?,
+        ))
     }
 }
 
@@ -263,6 +267,8 @@ pub struct NodeDomain {
 /// One rank of the job.
 #[derive(Clone, Debug, Serialize)]
 pub struct MergedRank {
+    /// Its job (several only with `--force`).
+    pub job: Option<String>,
     pub rank: Option<u32>,
     pub step: Option<String>,
     /// The host name of the node it ran on, when known.
@@ -370,18 +376,18 @@ fn dedupe(files: Vec<File>, warnings: &mut Vec<String>) -> Result<Vec<File>> {
                 .find(|k| k.role() == Role::Rank && k.rank_key().as_ref() == Some(&rk))
         {
             return Err(Error::usage(format!(
-                "'{}' and '{}' are both rank {}{} of one job, from different runs: give one run's files (which one is this job's?)",
+                "'{}' and '{}' are both rank {}{} of one job: they come from two runs of one job id; give one run's files",
                 k.label,
                 f.label,
-                rk.1,
-                rk.0.as_ref()
+                rk.2,
+                rk.1.as_ref()
                     .map_or(String::new(), |s| format!(" (step {s})"))
             )));
         }
         kept.push(f);
     }
     // A rank measured by two different readings: two runs of the same job id.
-    let mut seen: BTreeMap<(Option<String>, u32), &str> = BTreeMap::new();
+    let mut seen: BTreeMap<RankKey, &str> = BTreeMap::new();
     for f in kept.iter().filter(|f| f.role() == Role::Node) {
         let Some(l) = &f.input.launcher else { continue };
         if !l.shared {
@@ -389,7 +395,10 @@ fn dedupe(files: Vec<File>, warnings: &mut Vec<String>) -> Result<Vec<File>> {
         }
         for r in &l.ranks {
             let Some(rank) = r.rank else { continue };
-            if let Some(other) = seen.insert((r.step.clone(), rank), &f.label) {
+            if let Some(other) = seen.insert(
+                (f.job().map(str::to_string), r.step.clone(), rank),
+                &f.label,
+            ) {
                 return Err(Error::usage(format!(
                     "'{other}' and '{}' both measured rank {rank}{}: they come from two runs of one job id; give one run's files",
                     f.label,
@@ -435,8 +444,9 @@ struct Contribution {
     job_static_j: Option<f64>,
     intensity: f64,
     price: f64,
-    /// Every rank the readings covered, with its part of the job's energy, J.
-    ranks: Vec<(RankShare, Option<f64>)>,
+    /// Every rank the readings covered: its job, the PID of the joulerun that measured
+    /// it, the rank, its part of the job's energy, J.
+    ranks: Vec<(Option<String>, u32, RankShare, Option<f64>)>,
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -497,7 +507,8 @@ fn contribution(cluster: &[&File]) -> Contribution {
                 Some(c) if f_total > 0.0 => fj * c / f_total,
                 _ => fj / n,
             });
-            ranks.push((r.clone(), rj));
+            let by = l.ranks.first().map_or(0, |x| x.pid);
+            ranks.push((f.job().map(str::to_string), by, r.clone(), rj));
         }
     }
     let attributed = base.is_some() && all_attributed;
@@ -593,7 +604,10 @@ fn merge_files(files: Vec<File>, force: bool) -> Result<Merged> {
         }
     }
     let mut nodes = Vec::new();
-    let mut measured_ranks: BTreeMap<RankKey, (String, RankShare, Option<f64>)> = BTreeMap::new();
+    // Per rank: its node's host name, its share, its part of the job's energy, and the
+    // PIDs of the jouleruns that measured it.
+    type Measured = (String, RankShare, Option<f64>, Vec<u32>);
+    let mut measured_ranks: BTreeMap<RankKey, Measured> = BTreeMap::new();
     for id in &order {
         let mine: Vec<&File> = readings
             .iter()
@@ -699,21 +713,25 @@ fn merge_files(files: Vec<File>, force: bool) -> Result<Merged> {
                     crate::text::escape_line(&node.currency)
                 ));
             }
-            for (r, job_j) in c.ranks {
+            for (job, by, r, job_j) in c.ranks {
                 let Some(rank) = r.rank else {
-                    node.ranks.push(merged_rank(&r, &id.hostname, job_j));
+                    let mut m = merged_rank(&r, &id.hostname, job_j);
+                    m.job = job;
+                    node.ranks.push(m);
                     continue;
                 };
-                let key = (r.step.clone(), rank);
+                let key = (job, r.step.clone(), rank);
                 match measured_ranks.get_mut(&key) {
                     // The same rank in two consecutive readings of its node.
-                    Some((_, prev, j)) => {
+                    Some((_, prev, j, bys)) => {
                         prev.cpu_s += r.cpu_s;
                         *j = add(*j, job_j);
                         prev.exit_status = r.exit_status.or(prev.exit_status);
+                        bys.push(by);
                     }
                     None => {
-                        measured_ranks.insert(key, (id.hostname.clone(), r.clone(), job_j));
+                        measured_ranks
+                            .insert(key, (id.hostname.clone(), r.clone(), job_j, vec![by]));
                     }
                 }
             }
@@ -744,18 +762,40 @@ fn merge_files(files: Vec<File>, force: bool) -> Result<Merged> {
     }
 
     // Ranks: what the readings say, and what the ranks' own files say.
-    let mut ranks: BTreeMap<(Option<String>, u32), MergedRank> = BTreeMap::new();
-    for ((step, rank), (host, r, job_j)) in &measured_ranks {
+    let mut ranks: BTreeMap<RankKey, MergedRank> = BTreeMap::new();
+    for ((job, step, rank), (host, r, job_j, _)) in &measured_ranks {
         let mut m = merged_rank(r, host, *job_j);
+        m.job = job.clone();
         m.step = step.clone();
         m.rank = Some(*rank);
-        ranks.insert((step.clone(), *rank), m);
+        ranks.insert((job.clone(), step.clone(), *rank), m);
     }
     for f in &files {
         let Some(l) = &f.input.launcher else { continue };
         let Some(rank) = l.context.rank else { continue };
-        let key = (l.context.step.clone(), rank);
+        let key = (l.context.job.clone(), l.context.step.clone(), rank);
+        // A rank's own file and a reading that covered that rank, of two different runs
+        // (the job id reused): nothing of the two can be told apart any more.
+        if l.role == Role::Rank
+            && let (Some(by), Some((_, _, _, bys))) = (&l.measured_by, measured_ranks.get(&key))
+            && !bys.contains(&by.pid)
+        {
+            return Err(Error::usage(format!(
+                "'{}' is rank {rank}{} measured by joulerun PID {}, but the reading that covers rank {rank} in the other files was taken by joulerun PID {}: they come from two runs of one job id; give one run's files",
+                f.label,
+                l.context
+                    .step
+                    .as_ref()
+                    .map_or(String::new(), |s| format!(" (step {s})")),
+                by.pid,
+                bys.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let e = ranks.entry(key).or_insert_with(|| MergedRank {
+            job: l.context.job.clone(),
             rank: Some(rank),
             step: l.context.step.clone(),
             node: Some(l.node.hostname.clone()),
@@ -779,19 +819,21 @@ fn merge_files(files: Vec<File>, force: bool) -> Result<Merged> {
             ));
         }
     }
-    // Missing ranks, per step, from the sizes the launchers gave.
-    let mut sizes: BTreeMap<Option<String>, u32> = BTreeMap::new();
+    // Missing ranks, per job and step, from the sizes the launchers gave.
+    let mut sizes: BTreeMap<(Option<String>, Option<String>), u32> = BTreeMap::new();
     for f in &files {
         if let Some(l) = &f.input.launcher
             && let Some(n) = l.context.size
         {
-            let e = sizes.entry(l.context.step.clone()).or_insert(0);
+            let e = sizes
+                .entry((l.context.job.clone(), l.context.step.clone()))
+                .or_insert(0);
             *e = (*e).max(n);
         }
     }
-    for (step, size) in &sizes {
+    for ((job, step), size) in &sizes {
         let missing: Vec<u32> = (0..*size)
-            .filter(|r| !ranks.contains_key(&(step.clone(), *r)))
+            .filter(|r| !ranks.contains_key(&(job.clone(), step.clone(), *r)))
             .collect();
         if !missing.is_empty() {
             warnings.push(format!(
@@ -930,6 +972,7 @@ fn merge_files(files: Vec<File>, force: bool) -> Result<Merged> {
 
 fn merged_rank(r: &RankShare, host: &str, job_j: Option<f64>) -> MergedRank {
     MergedRank {
+        job: None,
         rank: r.rank,
         step: r.step.clone(),
         node: Some(host.to_string()),

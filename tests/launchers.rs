@@ -305,3 +305,197 @@ fn nix_hostname() -> String {
     let o = Command::new("hostname").output().unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
+
+/// `joulerun merge` on bad input: one clear message each (exit 2, naming the file and
+/// what to do), or a warning where the job can still be reported; never anything counted
+/// twice.
+#[test]
+fn merge_on_bad_input_says_what_failed_and_counts_nothing_twice() {
+    let _s = serial();
+    let node = FakeNode::new(20.0);
+    let (_t, dir) = setup();
+    for o in run_ranks(&dir, &node, "500", 3, &[]) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let files = json_files(&dir, "out-500-");
+    assert_eq!(files.len(), 3);
+    let js: Vec<serde_json::Value> = files.iter().map(|f| read_json(f)).collect();
+    let lead = js
+        .iter()
+        .position(|j| j["launcher"]["role"] == "node")
+        .unwrap();
+    let follower = (0..3).find(|i| *i != lead).unwrap();
+    let node_j = num(&js[lead]["total"]["energy_j"]);
+    let merged = |fs: &[PathBuf], extra: &[&str]| {
+        let o = merge(fs, extra);
+        let m: Option<serde_json::Value> = serde_json::from_slice(&o.stdout).ok();
+        (o, m)
+    };
+    let (o, good) = merged(&files, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let good = good.unwrap();
+    check_merged(&good);
+    assert!((num(&good["total"]["energy_j"]) - node_j).abs() < 1e-9);
+
+    // A truncated file: refused, naming it, saying it is cut short.
+    let cut = dir.join("cut.json");
+    let bytes = std::fs::read(&files[lead]).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let mut set = files.clone();
+    set[lead] = cut.clone();
+    let (o, m) = merged(&set, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(m.is_none());
+    let e = stderr(&o);
+    assert!(
+        e.contains("cut.json")
+            && e.contains("is cut short")
+            && e.contains("give the complete file"),
+        "{e}"
+    );
+    assert_eq!(e.trim().lines().count(), 1, "one message: {e}");
+
+    // A file of another summary schema version: refused, saying which versions.
+    let old = dir.join("old.json");
+    let mut v = js[follower].clone();
+    v["schema_version"] = serde_json::json!(99);
+    std::fs::write(&old, serde_json::to_vec(&v).unwrap()).unwrap();
+    let mut set = files.clone();
+    set[follower] = old;
+    let (o, _) = merged(&set, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("old.json")
+            && e.contains("schema version 99")
+            && e.contains("merge files written by one joulerun version"),
+        "{e}"
+    );
+
+    // Two copies of one rank's file (the same run twice): counted once, with a warning.
+    let copy = dir.join("copy-of-leader.json");
+    std::fs::copy(&files[lead], &copy).unwrap();
+    let mut set = files.clone();
+    set.push(copy);
+    let (o, m) = merged(&set, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = m.unwrap();
+    check_merged(&m);
+    assert!(
+        (num(&m["total"]["energy_j"]) - node_j).abs() < 1e-9,
+        "counted once"
+    );
+    assert_eq!(m["ranks"].as_array().unwrap().len(), 3);
+    assert!(
+        m["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .contains("are copies of one run's report: counted once")),
+        "{m}"
+    );
+
+    // A rank missing: the job said 4 ranks, only 3 ran. Merged, with a warning naming it.
+    let (_t4, dir4) = setup();
+    for o in (0..3).map(|r| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
+        rank_env(&mut c, node.root(), &dir4.join("run"));
+        c.current_dir(&dir4)
+            .env("SLURM_JOB_ID", "502")
+            .env("SLURM_STEP_ID", "0")
+            .env("SLURM_PROCID", r.to_string())
+            .env("SLURM_STEP_NUM_TASKS", "4")
+            .env("APP_MS", "50")
+            .args(["--json", "m-%r.json", "-o", "/dev/null", "--", "./app"])
+            .output()
+            .unwrap()
+    }) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let (o, m) = merged(&json_files(&dir4, "m-"), &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = m.unwrap();
+    check_merged(&m);
+    let warns: Vec<&str> = m["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert!(
+        warns
+            .iter()
+            .any(|w| w.contains("1 of 4 ranks of step 0 missing: 3")),
+        "{warns:?}"
+    );
+    // The node's reading missing (only a follower's file): merged nothing, saying whose
+    // file to add.
+    let (o, _) = merged(&[files[follower].clone()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("none of the files holds a node's energy")
+            && stderr(&o).contains(&format!("rank {}", js[lead]["launcher"]["rank"])),
+        "{}",
+        stderr(&o)
+    );
+
+    // Two runs claiming one job's ranks (the job id reused): refused.
+    let (_t2, dir2) = setup();
+    for o in run_ranks(&dir2, &node, "500", 3, &[]) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let again = json_files(&dir2, "out-500-");
+    let role = |f: &PathBuf| {
+        read_json(f)["launcher"]["role"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // The other run's reading of the node: it claims ranks this run's reading has.
+    let other_lead = again.iter().find(|f| role(f) == "node").unwrap();
+    // The other run's file of a rank this run's reading covered.
+    let other_follower = again.iter().find(|f| role(f) == "rank").unwrap();
+    for extra in [other_lead, other_follower] {
+        let mut set = files.clone();
+        set.push(extra.clone());
+        let (o, _) = merged(&set, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("come from two runs of one job id; give one run's files"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    // Two jobs: refused unless --force; with it, both counted once each.
+    let (_t3, dir3) = setup();
+    for o in run_ranks(&dir3, &node, "501", 2, &[]) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let other = json_files(&dir3, "out-501-");
+    let mut set = files.clone();
+    set.extend(other.iter().cloned());
+    let (o, _) = merged(&set, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("the files come from 2 jobs")
+            && e.contains("job 500")
+            && e.contains("job 501")
+            && e.contains("--force"),
+        "{e}"
+    );
+    let (o, m) = merged(&set, &["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m = m.unwrap();
+    let other_j: f64 = other
+        .iter()
+        .map(|f| read_json(f))
+        .filter(|j| j["launcher"]["role"] == "node")
+        .map(|j| num(&j["total"]["energy_j"]))
+        .sum();
+    assert!(
+        (num(&m["total"]["energy_j"]) - node_j - other_j).abs() < 1e-9,
+        "{m}"
+    );
+    assert_eq!(m["ranks"].as_array().unwrap().len(), 5);
+}
