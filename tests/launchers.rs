@@ -499,3 +499,191 @@ fn merge_on_bad_input_says_what_failed_and_counts_nothing_twice() {
     );
     assert_eq!(m["ranks"].as_array().unwrap().len(), 5);
 }
+
+/// Start rank `r` of job `job` (2 ranks) in `dir`, its app running `ms` ms times (r + 1).
+fn spawn_rank(dir: &Path, node: &FakeNode, job: &str, r: u32, ms: u32) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
+    rank_env(&mut c, node.root(), &dir.join("run"));
+    c.current_dir(dir)
+        .env("SLURM_JOB_ID", job)
+        .env("SLURM_STEP_ID", "0")
+        .env("SLURM_PROCID", r.to_string())
+        .env("SLURM_LOCALID", r.to_string())
+        .env("SLURM_STEP_NUM_TASKS", "2")
+        .env("APP_MS", ms.to_string())
+        .args(["--json", "k-%j-%r.json", "-o", "/dev/null", "--", "./app"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Wait until the node's leader listens (its socket exists under the rendezvous).
+fn wait_for_leader(dir: &Path) {
+    let start = std::time::Instant::now();
+    loop {
+        let found = std::fs::read_dir(dir.join("run"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+            .any(|e| e.path().extension().is_some_and(|x| x == "sock"));
+        if found {
+            return;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no leader"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn sigkill(c: &std::process::Child) {
+    // SAFETY: a child this test started, by its pid.
+    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+}
+
+/// A follower killed mid-run: the leader finishes, counts its CPU time until then and
+/// says so. A leader killed mid-run: its follower says it lost it, the merge of what is
+/// left says whose file is missing, and the next rank on the node leads (the kernel
+/// dropped the lock).
+#[test]
+fn a_killed_rank_or_leader_is_reported_never_silently_lost() {
+    let _s = serial();
+    let node = FakeNode::new(10.0);
+    let (_t, dir) = setup();
+
+    let lead = spawn_rank(&dir, &node, "600", 0, 600);
+    wait_for_leader(&dir);
+    let follower = spawn_rank(&dir, &node, "600", 1, 600);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sigkill(&follower);
+    let _ = follower.wait_with_output().unwrap();
+    let o = lead.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let j = read_json(&dir.join("k-600-0.json"));
+    let ranks = j["launcher"]["ranks"].as_array().unwrap();
+    assert_eq!(ranks.len(), 2, "{j}");
+    assert_eq!(ranks[1]["complete"], false);
+    assert!(
+        j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("went away")
+                && w.as_str().unwrap().contains("without its final figures")),
+        "{}",
+        j["warnings"]
+    );
+    let o = merge(&[dir.join("k-600-0.json")], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    check_merged(&serde_json::from_slice(&o.stdout).unwrap());
+
+    let lead = spawn_rank(&dir, &node, "601", 0, 1500);
+    wait_for_leader(&dir);
+    let follower = spawn_rank(&dir, &node, "601", 1, 300);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    sigkill(&lead);
+    let _ = lead.wait_with_output().unwrap();
+    let o = follower.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let f = dir.join("k-601-1.json");
+    let j = read_json(&f);
+    assert_eq!(j["launcher"]["role"], "rank");
+    assert!(
+        j["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("lost its node's leader")),
+        "{}",
+        j["warnings"]
+    );
+    let o = merge(std::slice::from_ref(&f), &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("none of the files holds a node's energy")
+            && stderr(&o).contains("rank 0"),
+        "{}",
+        stderr(&o)
+    );
+    // The killed leader's lock is gone with it: the next rank of job 601 leads.
+    let again = spawn_rank(&dir, &node, "601", 0, 50);
+    let o = again.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        read_json(&dir.join("k-601-0.json"))["launcher"]["role"],
+        "node"
+    );
+}
+
+/// Node sharing off (a rendezvous directory others could enter): every rank measures the
+/// node by itself, says why, and the merge still counts the node once (the longest of the
+/// overlapping readings), the job's share capped at the node's.
+#[test]
+fn ranks_that_each_measured_their_node_count_it_once() {
+    let _s = serial();
+    let node = FakeNode::new(20.0);
+    let (_t, dir) = setup();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let open = dir.join("run").join(format!("joulerun-{uid}"));
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for o in run_ranks(&dir, &node, "700", 3, &[]) {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let files = json_files(&dir, "out-700-");
+    let js: Vec<serde_json::Value> = files.iter().map(|f| read_json(f)).collect();
+    for j in &js {
+        assert_eq!(j["launcher"]["role"], "node");
+        assert_eq!(j["launcher"]["shared"], false);
+        assert!(
+            j["launcher"]["note"]
+                .as_str()
+                .unwrap()
+                .contains("not private")
+        );
+        assert!(
+            j["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|w| w.as_str().unwrap().contains("measured its node by itself")),
+            "{}",
+            j["warnings"]
+        );
+    }
+    let o = merge(&files, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    check_merged(&m);
+    let longest = js
+        .iter()
+        .max_by(|a, b| num(&a["elapsed_s"]).total_cmp(&num(&b["elapsed_s"])))
+        .unwrap();
+    assert_eq!(m["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(m["nodes"][0]["readings"], 1);
+    assert_eq!(
+        m["nodes"][0]["overlapping_files"].as_array().unwrap().len(),
+        2
+    );
+    assert!(
+        (num(&m["total"]["energy_j"]) - num(&longest["total"]["energy_j"])).abs() < 1e-9,
+        "counted once: {}",
+        m["total"]
+    );
+    assert!(
+        m["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("was measured 3 times at once")),
+        "{}",
+        m["warnings"]
+    );
+    assert_eq!(m["ranks"].as_array().unwrap().len(), 3);
+}
