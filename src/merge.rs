@@ -1258,3 +1258,59 @@ pub fn merge(args: &MergeArgs) -> Result<i32> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node reading of `host` starting at `start` for `len` s (a leader's file, reduced
+    /// to what the merge reads).
+    fn reading(label: &str, host: &str, start: f64, len: f64) -> File {
+        let v = serde_json::json!({
+            "schema_version": crate::report::SUMMARY_SCHEMA_VERSION,
+            "started_at": "2026-11-22T00:00:00Z",
+            "elapsed_s": len,
+            "domains": [],
+            "total": {"energy_j": 10.0 * len},
+            "cost": {"price_per_kwh": 0.3, "currency": "EUR"},
+            "launcher": {
+                "kind": "slurm", "job": "1", "step": "0", "rank": 0, "local_rank": 0,
+                "size": 1, "local_size": null, "node_index": 0, "node_name": host,
+                "node": {"hostname": host, "boot_id": "b"},
+                "started_unix_s": start, "role": "node", "shared": true, "note": null,
+                "measured_by": null, "cpu_s": 0.0, "ranks": []
+            }
+        });
+        File {
+            label: label.to_string(),
+            input: serde_json::from_value(v).unwrap(),
+        }
+    }
+
+    #[test]
+    fn rank_ranges() {
+        assert_eq!(ranges(&[0, 1, 2, 3, 5, 7, 8]), "0-3, 5, 7-8");
+        assert_eq!(ranges(&[4]), "4");
+        assert_eq!(ranges(&[]), "");
+    }
+
+    #[test]
+    fn overlapping_readings_cluster_and_consecutive_ones_do_not() {
+        let a = reading("a", "n", 100.0, 10.0);
+        // Starts as `a` ends (a leader handing over): a later reading.
+        let b = reading("b", "n", 110.01, 5.0);
+        // Inside `b`'s window: the same time measured twice.
+        let c = reading("c", "n", 111.0, 3.0);
+        // Overlapping `c` by less than a quarter of the shorter: apart.
+        let d = reading("d", "n", 114.5, 4.0);
+        let cl = clusters(vec![&d, &c, &b, &a]);
+        let labels: Vec<Vec<&str>> = cl
+            .iter()
+            .map(|c| c.iter().map(|f| f.label.as_str()).collect())
+            .collect();
+        assert_eq!(labels, vec![vec!["a"], vec!["b", "c"], vec!["d"]]);
+        // A cluster counts its longest reading once.
+        let x = contribution(&cl[1]);
+        assert_eq!(x.energy_j, 50.0);
+    }
+}
