@@ -541,6 +541,24 @@ fn wait_for_leader(dir: &Path) {
     }
 }
 
+/// Wait until rank process `c` has started its command: it has joined its node's
+/// measurement by then (a follower joins before anything else).
+fn wait_for_command(c: &std::process::Child) {
+    let start = std::time::Instant::now();
+    let children = format!("/proc/{0}/task/{0}/children", c.id());
+    while std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the rank did not start its command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 fn sigkill(c: &std::process::Child) {
     // SAFETY: a child this test started, by its pid.
     unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
@@ -558,8 +576,9 @@ fn a_killed_rank_or_leader_is_reported_never_silently_lost() {
 
     let lead = spawn_rank(&dir, &node, "600", 0, 600);
     wait_for_leader(&dir);
-    let follower = spawn_rank(&dir, &node, "600", 1, 600);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let follower = spawn_rank(&dir, &node, "600", 1, 5000);
+    wait_for_command(&follower);
+    std::thread::sleep(std::time::Duration::from_millis(100));
     sigkill(&follower);
     let _ = follower.wait_with_output().unwrap();
     let o = lead.wait_with_output().unwrap();
@@ -585,7 +604,7 @@ fn a_killed_rank_or_leader_is_reported_never_silently_lost() {
     let lead = spawn_rank(&dir, &node, "601", 0, 1500);
     wait_for_leader(&dir);
     let follower = spawn_rank(&dir, &node, "601", 1, 300);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    wait_for_command(&follower);
     sigkill(&lead);
     let _ = lead.wait_with_output().unwrap();
     let o = follower.wait_with_output().unwrap();
