@@ -33,6 +33,11 @@ const PROBES: &[&str] = &[
     "probe_promtool",
     "probe_pushgateway",
     "probe_rsvg_convert",
+    // Launchers (issue 13)
+    "probe_slurm",
+    "probe_openmpi",
+    "probe_mpi4py",
+    "probe_unshare_uts",
 ];
 
 /// The uid and gid the tests run joulerun as to be "another user".
@@ -71,6 +76,30 @@ fn main() {
         "probe_rsvg_convert",
         tool_runs("/usr/bin/rsvg-convert", &["--version"]),
     );
+    // Launchers (issue 13): a real Slurm (started by the tests as root, munge beside
+    // it), Open MPI's mpirun, mpi4py for a real MPI program, and UTS namespaces to
+    // simulate nodes.
+    set(
+        "probe_slurm",
+        root && tool_runs("/usr/sbin/munged", &["--version"])
+            && tool_runs("/usr/sbin/slurmctld", &["-V"])
+            && tool_runs("/usr/sbin/slurmd", &["-V"])
+            && installed("/usr/bin/srun")
+            && installed("/usr/bin/sbatch")
+            && installed("/usr/bin/sinfo"),
+    );
+    set(
+        "probe_openmpi",
+        tool_runs("/usr/bin/mpirun", &["--version"]),
+    );
+    set(
+        "probe_mpi4py",
+        tool_runs("/usr/bin/python3", &["-c", "import mpi4py.MPI"]),
+    );
+    set(
+        "probe_unshare_uts",
+        root && tool_runs("/usr/bin/unshare", &["--uts", "true"]),
+    );
 }
 
 /// A program that a test runs is installed and answers `args` (`--version`). Watched
@@ -88,6 +117,18 @@ fn tool_runs(path: &str, args: &[&str]) -> bool {
     let mut c = Command::new(p);
     c.args(args);
     succeeds(c)
+}
+
+/// A program is installed (an executable file), for those that cannot answer
+/// `--version` without a configuration (Slurm's clients). Watched like [`tool_runs`].
+fn installed(path: &str) -> bool {
+    let p = Path::new(path);
+    if p.exists() {
+        println!("cargo:rerun-if-changed={path}");
+    } else if Path::new("/usr/bin").is_dir() {
+        println!("cargo:rerun-if-changed=/usr/bin");
+    }
+    fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The effective uid, from `/proc/self/status` (`Uid: real effective saved fs`).

@@ -779,12 +779,19 @@ impl Attributor {
     /// else the parts): what `summary().command_total_j` would say, without building a
     /// summary (streaming sinks read it every tick).
     pub fn command_j(&self) -> f64 {
+        let (d, s) = self.command_split_j();
+        d + s
+    }
+
+    /// [`Attributor::command_j`] in its dynamic and static parts (issue 13: a node's
+    /// leader shares each window's among the ranks).
+    pub fn command_split_j(&self) -> (f64, f64) {
         let t = if self.whole.measured_s > 0.0 {
             &self.whole
         } else {
             &self.total
         };
-        t.command_dynamic_j + t.command_static_j
+        (t.command_dynamic_j, t.command_static_j)
     }
 
     /// The attribution so far.

@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 its children run, attributes the command's share by CPU time, and prints a report to \
 stderr when it ends. On a machine without counters (most VMs) the report is an estimate \
 from a CPU-utilisation power model, labelled as such.",
-    after_help = "Examples:\n  joulerun -- python train.py\n  joulerun --csv energy.csv --json energy.json -- cargo test\n  joulerun -r 10 --json new.json -- make test    ten runs: mean, spread, 95% interval\n  joulerun compare base.json new.json            a regression gate for CI\n  joulerun --basepower          calibrate idle power once per machine\n  joulerun list                 show every energy interface and why one does not work",
+    after_help = "Examples:\n  joulerun -- python train.py\n  joulerun --csv energy.csv --json energy.json -- cargo test\n  joulerun -r 10 --json new.json -- make test    ten runs: mean, spread, 95% interval\n  joulerun compare base.json new.json            a regression gate for CI\n  srun joulerun --json 'e-%j-%n-%r.json' -- ./app   one file per rank of a Slurm or MPI job\n  joulerun merge e-*.json        one report of the job, every node counted once\n  joulerun --basepower          calibrate idle power once per machine\n  joulerun list                 show every energy interface and why one does not work",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
@@ -42,6 +42,34 @@ pub enum Sub {
     /// when nothing is significantly worse beyond the threshold, 1 when something is, 2
     /// on a usage error.
     Compare(CompareArgs),
+    /// One report of a Slurm or MPI job from its ranks' --json files
+    ///
+    /// Combines the `--json` files of a launched job's ranks (srun, mpirun) into one
+    /// report of the job: per node its devices, energy and the job's share, counted once;
+    /// the job's totals, kWh, cost and CO2e; warnings where nodes disagree or ranks are
+    /// missing. Refuses files of different jobs unless `--force`.
+    Merge(MergeArgs),
+}
+
+// Launchers (issue 13)
+/// `joulerun merge FILES... [--json OUT] [-o REPORT]` (docs/launchers.md).
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The ranks' `--json` files (every rank's, or at least every node's).
+    #[arg(value_name = "FILES", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Write the merged report as JSON to OUT (`-` for stdout).
+    #[arg(long, value_name = "OUT")]
+    pub json: Option<PathBuf>,
+
+    /// Write the report to REPORT instead of stdout.
+    #[arg(short, long, value_name = "REPORT")]
+    pub output: Option<PathBuf>,
+
+    /// Merge files of different jobs into one report.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `joulerun compare BASE.json NEW.json` (docs/ci.md).
@@ -217,11 +245,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
 
-    /// Write the report to FILE instead of stderr.
+    /// Write the report to FILE instead of stderr. Output file names accept %j job, %s
+    /// step, %n node, %r rank (under srun or mpirun), %h host name, %p PID, %% a %.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// Write the summary as JSON to FILE (`-` for stdout).
+    /// Write the summary as JSON to FILE (`-` for stdout; placeholders as for -o).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 

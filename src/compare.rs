@@ -80,6 +80,14 @@ struct Input {
     units: Option<InputUnits>,
     repeat: Option<InputRepeat>,
     emissions: Option<InputEmissions>,
+    /// Launchers (issue 13): a rank whose node another rank measured holds no energy.
+    #[serde(default)]
+    launcher: Option<InputLauncher>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputLauncher {
+    role: crate::launcher::Role,
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,30 +165,32 @@ struct Side {
     runs: Vec<RunValues>,
 }
 
-fn read_side(path: &Path, label: &str) -> Result<Side> {
-    let shown = crate::text::escape_line(&path.display().to_string()).into_owned();
-    let fail = |why: String| Error::usage(format!("{label} '{shown}': {why}"));
-    let mut f = std::fs::File::open(path).map_err(|e| {
-        fail(format!(
-            "cannot open it ({e}); give the --json file of a joulerun run"
-        ))
-    })?;
+/// The bytes of a `--json` summary named on the command line, or why not (for a
+/// message that names the file): `compare` and `merge` (issue 13) read them alike.
+pub(crate) fn read_summary_file(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open it ({e}); give the --json file of a joulerun run"))?;
     if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(fail(
-            "is a directory; give the --json file of a joulerun run".into(),
-        ));
+        return Err("is a directory; give the --json file of a joulerun run".into());
     }
     let mut bytes = Vec::new();
     (&mut f)
         .take(MAX_INPUT + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| fail(format!("cannot read it: {e}")))?;
+        .map_err(|e| format!("cannot read it: {e}"))?;
     if bytes.len() as u64 > MAX_INPUT {
-        return Err(fail(format!(
+        return Err(format!(
             "is larger than {} MiB: not a joulerun summary",
             MAX_INPUT >> 20
-        )));
+        ));
     }
+    Ok(bytes)
+}
+
+fn read_side(path: &Path, label: &str) -> Result<Side> {
+    let shown = crate::text::escape_line(&path.display().to_string()).into_owned();
+    let fail = |why: String| Error::usage(format!("{label} '{shown}': {why}"));
+    let bytes = read_summary_file(path).map_err(fail)?;
     let input: Input = serde_json::from_slice(&bytes).map_err(|e| {
         fail(format!(
             "is not a joulerun JSON summary ({e}); write one with `joulerun --json FILE -- CMD`"
@@ -192,6 +202,15 @@ fn read_side(path: &Path, label: &str) -> Result<Side> {
             input.schema_version,
             crate::report::SUMMARY_SCHEMA_VERSION
         )));
+    }
+    if input
+        .launcher
+        .as_ref()
+        .is_some_and(|l| l.role == crate::launcher::Role::Rank)
+    {
+        return Err(fail(
+            "is the report of a rank whose node another rank measured: it holds no energy; compare the reports of the ranks that measured the nodes (`launcher.role` \"node\")".into(),
+        ));
     }
     let runs: Vec<RunValues> = match &input.repeat {
         Some(r) if !r.runs.is_empty() => r
@@ -1074,6 +1093,7 @@ mod tests {
                 }),
                 repeat: None,
                 emissions: None,
+                launcher: None,
             },
             runs,
         }

@@ -14,7 +14,10 @@ pub mod error;
 pub mod fsx;
 pub mod integrate;
 pub mod kfs;
+// Launchers (issue 13): Slurm and MPI ranks, one measurement per node, `joulerun merge`.
+pub mod launcher;
 pub mod list;
+pub mod merge;
 pub mod output;
 pub mod plan;
 pub mod plot_cmd;

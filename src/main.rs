@@ -45,6 +45,8 @@ fn main() -> ExitCode {
         // Carbon, OpenMetrics, plots (issue 12)
         Some(Sub::Plot(args)) => joulerun::plot_cmd::plot(args, &env),
         Some(Sub::Compare(args)) => joulerun::compare::compare(args),
+        // Launchers (issue 13)
+        Some(Sub::Merge(args)) => joulerun::merge::merge(args),
         None if cli.run.basepower => plan::calibrate(&cli.run, &cli.command, &env)
             .and_then(|p| joulerun::calibrate::calibrate(&p, &mut signals)),
         None => plan::run(&cli.run, &cli.command, &env).and_then(|p| run::run(&p, &mut signals)),

@@ -349,6 +349,11 @@ pub struct RunPlan {
     pub interval_print_ms: Option<u64>,
     /// `-x SEP`: the report as separated records instead of the table.
     pub separator: Option<String>,
+    // Launchers (issue 13)
+    /// The launcher's context (Slurm, Open MPI, PMIx, PMI), when joulerun is a rank.
+    pub launcher: Option<crate::launcher::Launcher>,
+    /// `JOULERUN_RUNTIME_DIR`: where the ranks of a node meet (default `/dev/shm`).
+    pub runtime_dir: Option<PathBuf>,
 }
 
 /// A run is a series: `warmup` unmeasured runs, then `runs` measured ones (1 without
@@ -566,8 +571,15 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         series: series(args, mode, !command.is_empty())?,
         interval_print_ms,
         separator: args.field_separator.as_deref().map(separator).transpose()?,
+        // Launchers (issue 13)
+        launcher: crate::launcher::Launcher::detect(env)?,
+        runtime_dir: env("JOULERUN_RUNTIME_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
     };
     check_bmc(&plan.categories, &plan.common)?;
+    let mut plan = plan;
+    crate::launcher::resolve_outputs(&mut plan)?;
     if mode == Mode::Pid && args.track.is_some() {
         return Err(Error::usage(
             "--track has no effect with -p: an attached process is always followed through /proc",

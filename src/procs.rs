@@ -51,6 +51,8 @@ use crate::topology::Topology;
 
 pub use cgroup::{clean_stale as clean_stale_cgroups, own_cgroup_dir};
 pub use parse::{PidStat, for_each_cpu_line, parse_pid_stat};
+// Launchers (issue 13): a node's leader reads its followers' cgroups.
+pub use parse::parse_cpu_stat_usage;
 pub use tree::children_files_available;
 
 /// How the command's tree is followed.

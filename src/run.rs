@@ -254,6 +254,40 @@ pub fn drive(
     signals: &mut Signals,
     workload: &Workload,
     interval: Duration,
+    on_tick: impl FnMut(&Sampler, f64),
+) -> Ended {
+    drive_with(sampler, signals, workload, interval, &NoHooks, on_tick)
+}
+
+// Launchers (issue 13): a node's leader also waits for its followers.
+/// What else a sampling loop attends to (a node's leader: followers connecting, and
+/// ranks still running after its own command ended).
+pub trait DriveHooks {
+    /// A descriptor to wake on besides the signals (a listening socket).
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// `wake_fd` is readable.
+    fn woke(&self, _now_s: f64) {}
+    /// The command has exited: keep ticking while this is true (asked again before
+    /// every tick); a stop signal ends the wait.
+    fn hold(&self, _now_s: f64) -> bool {
+        false
+    }
+}
+
+/// No hooks: the loop ends with its workload.
+pub struct NoHooks;
+
+impl DriveHooks for NoHooks {}
+
+/// [`drive`], with `hooks`.
+pub fn drive_with(
+    sampler: &mut Sampler,
+    signals: &mut Signals,
+    workload: &Workload,
+    interval: Duration,
+    hooks: &dyn DriveHooks,
     mut on_tick: impl FnMut(&Sampler, f64),
 ) -> Ended {
     let step = interval.as_secs_f64();
@@ -269,12 +303,23 @@ pub fn drive(
     {
         fds.push(fd.as_raw_fd());
     }
-    let mut ready = [false; 2];
+    let wake_at = hooks.wake_fd().map(|fd| {
+        fds.push(fd);
+        fds.len() - 1
+    });
+    let mut ready = [false; 3];
+    // The command exited while the hooks hold the loop (issue 13).
+    let mut held: Option<Exit> = None;
     // A tick that takes longer than this is a stuck loop (see `signals`).
     signals.set_stall_limit(interval.as_millis() as u64 + 5_000);
     loop {
         signals.heartbeat();
         let mut ended = None;
+        if let Some(e) = held
+            && !hooks.hold(sampler.now_s())
+        {
+            ended = Some(Ended::Exited(e));
+        }
         let now = sampler.now_s();
         if let Workload::Timer { until_s } = workload {
             next_tick = next_tick.min(*until_s);
@@ -284,18 +329,30 @@ pub fn drive(
         }
         if ended.is_none() && now < next_tick {
             workload::wait_readable(&fds, Duration::from_secs_f64(next_tick - now), &mut ready);
+            if let Some(k) = wake_at
+                && ready[k]
+            {
+                hooks.woke(sampler.now_s());
+            }
             if ready[0] {
                 let ev = signals.take();
                 if ev.child
                     && let Some(e) = workload::reap(target)
                 {
                     signals.clear_target();
-                    ended = Some(Ended::Exited(e));
+                    if hooks.hold(sampler.now_s()) {
+                        held = Some(e);
+                    } else {
+                        ended = Some(Ended::Exited(e));
+                    }
                 }
-                if let Some(sig) = ev.stop
-                    && target.is_none()
-                {
-                    ended = Some(Ended::Stopped(sig));
+                if let Some(sig) = ev.stop {
+                    match held {
+                        // Waiting for other ranks: a stop signal ends the wait.
+                        Some(e) => ended = Some(Ended::Exited(e)),
+                        None if target.is_none() => ended = Some(Ended::Stopped(sig)),
+                        None => {}
+                    }
                 }
             }
             if let Workload::Attached { pid, pidfd } = workload {
@@ -677,15 +734,28 @@ fn measure_once(
     let mode = plan.mode;
     let command: &[OsString] = &plan.command;
     let interval_ms = plan.interval_ms;
+    // Launchers (issue 13): the node's devices are measured once, by one of its ranks; a
+    // rank whose node another joulerun measures opens no energy source.
+    let mut node = crate::launcher::share::NodeShare::join(plan);
+    let follower = node.as_ref().is_some_and(|n| n.is_follower());
     let Opened {
         ctx,
         mut sampler,
         mut warnings,
         categories,
-    } = prepare_sampler(&plan.common, plan.source, &plan.categories, &plan.only)?;
+    } = if follower {
+        Opened {
+            ctx: open_context(&plan.common)?,
+            sampler: Sampler::new(Vec::new(), &[]),
+            warnings: Vec::new(),
+            categories: Vec::new(),
+        }
+    } else {
+        prepare_sampler(&plan.common, plan.source, &plan.categories, &plan.only)?
+    };
 
     // Attribution (not reported with -a): baseline, process tracking, machine CPU time.
-    let attribute = mode != Mode::All;
+    let attribute = mode != Mode::All && !follower;
     let (baseline_w, baseline_status) = if attribute {
         load_baseline(&plan.baseline, sampler.domains(), &mut warnings)?
     } else {
@@ -723,6 +793,9 @@ fn measure_once(
     } else {
         None
     };
+    let cgroup_dir = setup
+        .as_ref()
+        .and_then(|s| s.cgroup_dir().map(std::path::Path::to_path_buf));
     let packages = ctx.topology.packages();
     let n_sockets = packages.len().max(1);
     let is_slow: Vec<bool> = (0..sampler.domains().len())
@@ -739,6 +812,9 @@ fn measure_once(
     // Streams open their destination now (a FIFO waits for its reader here); a stream
     // that cannot even take its header stops the run before the command starts.
     sink::open_all(sinks)?;
+    if let Some(n) = node.as_mut() {
+        n.started();
+    }
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let self_cpu0 = procs::self_cpu_s();
 
@@ -797,6 +873,15 @@ fn measure_once(
         s.started();
     }
     let method = sampler.tree().map(|t| t.method());
+    // Launchers (issue 13): a follower's command in a cgroup is read by its leader.
+    let mut interval_ms = interval_ms;
+    if let Some(n) = &node {
+        let cgroup = method == Some(procs::TrackMethod::Cgroup);
+        if let (true, Some(dir)) = (cgroup, &cgroup_dir) {
+            n.tracking(dir, sampler.elapsed_s());
+        }
+        interval_ms = n.interval_ms(interval_ms, cgroup);
+    }
     let mut tree_d = vec![0.0; n_sockets];
     let mut busy_d = vec![0.0; n_sockets];
     let mut self_prev = procs::self_cpu_s();
@@ -809,11 +894,16 @@ fn measure_once(
     let mut pending: Vec<crate::sampler::Interval> = Vec::new();
     let mut command_j: Vec<f64> = Vec::with_capacity(n_domains);
 
-    let ended = drive(
+    let hooks: &dyn DriveHooks = match &node {
+        Some(n) => n,
+        None => &NoHooks,
+    };
+    let ended = drive_with(
         &mut sampler,
         signals,
         &workload,
         Duration::from_millis(interval_ms),
+        hooks,
         |sampler, dt| {
             win_dt += dt;
             for (w, e) in win_energy.iter_mut().zip(&sampler.energy) {
@@ -839,6 +929,11 @@ fn measure_once(
                     busy_d[i] =
                         (at(&mc.busy_s_per_socket, i) - at(&mc_prev.busy_s_per_socket, i)).max(0.0);
                 }
+                // Launchers (issue 13): the other ranks' CPU time on this node joins the
+                // command's (a follower sends its own instead).
+                if let Some(n) = &node {
+                    n.window(&mut tree_d, &tree.per_socket_s, sampler.elapsed_s());
+                }
                 attributor.tick(&TickInput {
                     dt_s: win_dt,
                     energy_j: &win_energy,
@@ -851,6 +946,10 @@ fn measure_once(
                 for i in pending.drain(..) {
                     attributor
                         .interval_with_usage(i.domain, i.start_s, i.end_s, i.energy_j, i.usage);
+                }
+                if let Some(n) = &node {
+                    let (d, st) = attributor.command_split_j();
+                    n.attributed(d, st);
                 }
                 self_prev = self_now;
                 win_dt = 0.0;
@@ -899,8 +998,18 @@ fn measure_once(
         _ => None,
     };
     let self_cpu_s = (procs::self_cpu_s() - self_cpu0).max(0.0);
+    let launcher = node.map(|n| {
+        let (report, w) = n.finish(
+            attribute,
+            sampler.elapsed_s(),
+            exit.map(|e| e.status()),
+            &sampler.tree_now.per_socket_s,
+        );
+        warnings.extend(w);
+        report
+    });
     let attribution = attributor.summary();
-    let summary = summary::build(SummaryInput {
+    let mut summary = summary::build(SummaryInput {
         mode,
         command,
         pid: plan.pid,
@@ -920,6 +1029,11 @@ fn measure_once(
         carbon: &plan.carbon,
         machine: state.machine.clone(),
     });
+    if follower {
+        // A follower measured nothing on purpose: its report says whose report has it.
+        summary.warnings.retain(|w| w != summary::NOTHING_MEASURED);
+    }
+    summary.launcher = launcher;
     Ok(Measured {
         summary,
         status: exit.map_or(0, |e| e.status()),

@@ -5,6 +5,8 @@ pub mod csv;
 pub mod gpu;
 pub mod intervals;
 pub mod json;
+// Launchers (issue 13)
+pub mod launcher;
 pub mod markdown;
 pub mod separated;
 pub mod series;
@@ -195,6 +197,10 @@ pub struct Summary {
     /// With `-r`: every run and the statistics over them. The rest of the summary is the
     /// last measured run's.
     pub repeat: Option<series::Repeat>,
+    /// Launchers (issue 13): the rank's place in its job and its node's measurement;
+    /// absent outside a launcher.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<crate::launcher::LauncherReport>,
 }
 
 /// The units of a summary's figures.

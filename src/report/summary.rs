@@ -92,6 +92,9 @@ pub fn totals(domains: &mut [DomainSummary], elapsed_s: f64) -> Totals {
     t
 }
 
+/// The warning of a run that measured nothing.
+pub const NOTHING_MEASURED: &str = "no package, dram, GPU, estimate or whole-machine domain was measured: the total is 0 (see -e/--domains)";
+
 /// Everything a summary is built from.
 pub struct SummaryInput<'a> {
     pub mode: Mode,
@@ -241,10 +244,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         a.summary.use_parts_as_total();
     }
     if t.domains.is_empty() {
-        warnings.push(
-            "no package, dram, GPU, estimate or whole-machine domain was measured: the total is 0 (see -e/--domains)"
-                .to_string(),
-        );
+        warnings.push(NOTHING_MEASURED.to_string());
     }
     warnings.extend(
         attribution
@@ -326,6 +326,7 @@ pub fn build(i: SummaryInput<'_>) -> Summary {
         machine: i.machine,
         units: super::Units::default(),
         repeat: None,
+        launcher: None,
         overhead: Overhead {
             cpu_s: i.self_cpu_s,
             percent_of_one_core: if el > 0.0 {

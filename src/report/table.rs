@@ -59,6 +59,10 @@ pub fn render(s: &Summary) -> String {
         }
         None => title,
     };
+    // Launchers (issue 13): a rank whose node another rank measured has no energy here.
+    if super::launcher::is_rank_only(s) {
+        return super::launcher::render_rank(s, &title);
+    }
     out.push('\n');
     out.push_str(&title);
     out.push_str("\n\n");
@@ -262,6 +266,7 @@ pub fn render(s: &Summary) -> String {
         ));
         out.push_str(&gpu_shares(s));
     }
+    out.push_str(&super::launcher::node_section(s));
 
     if !s.warnings.is_empty() {
         out.push('\n');

@@ -13,6 +13,8 @@
 //!
 //! * [`fakenvml`]: finds (building it once) the fake `libnvidia-ml.so` and writes its
 //!   scripts.
+//! * [`slurm`]: a real one-node Slurm cluster (munge, slurmctld, slurmd) on 127.0.0.1,
+//!   for the launcher tests (issue 13).
 //!
 //! Doubles that are not Rust libraries (the fake `libnvidia-ml.so` in `fake-nvml/`, an
 //! `LD_PRELOAD` shim) are workspace members of their own beside this one (see
@@ -23,3 +25,4 @@ pub mod fakehw;
 pub mod fakehwmon;
 pub mod fakeipmi;
 pub mod fakenvml;
+pub mod slurm;

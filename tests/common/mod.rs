@@ -2,6 +2,9 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
+// Launchers (issue 13)
+pub mod ranks;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
