@@ -620,6 +620,11 @@ impl MachineCpu {
         self
     }
 
+    /// Does it publish its readings (to the estimate)?
+    pub fn publishes(&self) -> bool {
+        self.publish.is_some()
+    }
+
     fn publish_now(&self) {
         if let Some(p) = &self.publish {
             let busy: u64 = self.acc.busy.iter().sum();

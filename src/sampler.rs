@@ -119,6 +119,12 @@ pub struct Sampler {
     probe_period_s: f64,
     probe_budget: f64,
     tree_cost_s: Option<f64>,
+    /// When the machine CPU was last read for the estimate alone, and that reading: while
+    /// a costly tree stretches the probes' period, the machine's CPU time is still read
+    /// every [`USAGE_PROBE_MIN_S`] for the estimate, whose power would otherwise arrive
+    /// in lumps once per probe window.
+    machine_pub_t: f64,
+    machine_pub: MachineCpuSample,
     /// GPUs (issue 9): the command's PIDs, published on each usage probe for sources
     /// that filter per-process data; and each domain's highest interval power, W.
     pids_out: Option<(std::sync::Arc<CommandPids>, Vec<i32>)>,
@@ -228,6 +234,8 @@ impl Sampler {
             probe_period_s: USAGE_PROBE_MIN_S,
             probe_budget: TREE_PROBE_BUDGET,
             tree_cost_s: None,
+            machine_pub_t: 0.0,
+            machine_pub: MachineCpuSample::default(),
             tree: None,
             tree_now: TreeCpu::default(),
             tree_before: TreeCpu::default(),
@@ -401,8 +409,16 @@ impl Sampler {
         // Half a millisecond of slack: a 10 ms tick that fires a little early still reads.
         if forced || t - self.machine_t >= self.probe_period_s - 0.0005 {
             self.sample_machine(t);
+            self.machine_pub_t = t;
         } else {
             self.machine_fresh = false;
+            if let Some(m) = self.machine.as_mut()
+                && m.publishes()
+                && t - self.machine_pub_t >= USAGE_PROBE_MIN_S - 0.0005
+            {
+                self.machine_pub_t = t;
+                m.sample(&mut self.machine_pub);
+            }
         }
         self.read_fast(t);
         let dt = (t - self.last_t).max(0.0);
@@ -732,6 +748,32 @@ mod tests {
         assert_eq!(probe_period_s(-1.0, b), USAGE_PROBE_MIN_S);
         // A budget of a whole core reads a 1 ms tree every 10 ms.
         assert_eq!(probe_period_s(1e-3, 1.0), USAGE_PROBE_MIN_S);
+    }
+
+    /// While a costly tree stretches the probes' period, the machine's CPU time the
+    /// estimate reads is still published every tick (at most every 10 ms): its power
+    /// follows the machine tick by tick, not in lumps per probe window.
+    #[test]
+    fn the_estimates_machine_reading_keeps_its_cadence_when_the_probe_slows_down() {
+        use crate::procs::{MachineBusy, MachineCpu};
+        let topo = crate::topology::Topology::read(&crate::sysroot::SysRoot::default());
+        let busy = std::sync::Arc::new(MachineBusy::default());
+        let m = MachineCpu::new(&topo).unwrap().publishing(busy.clone());
+        let mut s = Sampler::new(Vec::new(), &[]).with_machine_cpu(m);
+        s.start();
+        s.probe_period_s = USAGE_PROBE_MAX_S;
+        // Burn 60 ms of CPU (15 clock ticks at HZ=250, 6 at 100): /proc/stat's busy
+        // time grows; the tick after that is not a probe tick.
+        for _ in 0..2 {
+            let before = busy.get().0;
+            let t0 = crate::procs::thread_cpu_s();
+            while crate::procs::thread_cpu_s() - t0 < 0.06 {
+                std::hint::black_box(0u64);
+            }
+            s.tick();
+            assert!(!s.usage_fresh(), "not a probe tick");
+            assert!(busy.get().0 > before, "published: {:?}", busy.get());
+        }
     }
 
     #[test]
