@@ -279,6 +279,12 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub track: Option<TrackArg>,
 
+    // Big process trees (issue 14)
+    /// CPU time reading the command's process tree may cost, in percent of one core
+    /// [default: 0.5]: a tree that costs more is read less often (at most 1 s apart).
+    #[arg(long, value_name = "PCT")]
+    pub probe_budget: Option<String>,
+
     /// Calibrate this machine's idle (static) power and store it as the baseline.
     #[arg(long)]
     pub basepower: bool,

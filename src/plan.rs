@@ -330,6 +330,9 @@ pub struct RunPlan {
     pub common: Common,
     pub baseline: BaselineChoice,
     pub track: TrackArg,
+    // Big process trees (issue 14)
+    /// `--probe-budget PCT`, as a fraction of one core.
+    pub probe_budget: f64,
     /// `-o FILE`; `None`: the report goes to stderr.
     pub report: Option<Requested>,
     pub json: Option<Requested>,
@@ -467,6 +470,23 @@ pub fn separator(sep: &str) -> Result<String> {
 
 /// The sampling interval and the `-I` period: `-I` shorter than `-i` is refused (its
 /// lines could not be that often); without `-i`, the interval is at most the period.
+// Big process trees (issue 14)
+/// `--probe-budget PCT` (percent of one core, above 0 and at most 100) as a fraction;
+/// the default without it.
+fn probe_budget(arg: Option<&str>) -> Result<f64> {
+    let Some(text) = arg else {
+        return Ok(crate::sampler::TREE_PROBE_BUDGET);
+    };
+    let t = text.trim().trim_end_matches('%').trim_end();
+    match t.parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        _ => Err(Error::usage(format!(
+            "invalid --probe-budget '{}': give a percentage of one core above 0 and at most 100, e.g. 0.5",
+            crate::text::escape_line(text)
+        ))),
+    }
+}
+
 fn intervals(args: &RunArgs) -> Result<(u64, Option<u64>)> {
     let print = match args.interval_print {
         None => None,
@@ -547,6 +567,8 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
         common: common(&args.common, env)?,
         baseline: baseline_choice(args, env),
         track: args.track.unwrap_or(TrackArg::Auto),
+        // Big process trees (issue 14)
+        probe_budget: probe_budget(args.probe_budget.as_deref())?,
         report: requested("-o", "the report", &args.output),
         json: requested("--json", "the JSON summary", &args.json),
         csv: requested("--csv", "the CSV timeline", &args.csv),
@@ -583,6 +605,12 @@ pub fn run(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<RunPlan
     if mode == Mode::Pid && args.track.is_some() {
         return Err(Error::usage(
             "--track has no effect with -p: an attached process is always followed through /proc",
+        ));
+    }
+    // Big process trees (issue 14)
+    if mode == Mode::All && args.probe_budget.is_some() {
+        return Err(Error::usage(
+            "--probe-budget has no effect with -a: the whole machine is measured, no process tree",
         ));
     }
     if mode == Mode::All && args.track.is_some() {
@@ -674,6 +702,7 @@ pub fn calibrate(args: &RunArgs, command: &[OsString], env: Env<'_>) -> Result<C
         (args.json.is_some(), "--json"),
         (args.csv.is_some(), "--csv"),
         (args.track.is_some(), "--track"),
+        (args.probe_budget.is_some(), "--probe-budget"),
         (args.price.is_some(), "--price"),
         (args.currency.is_some(), "--currency"),
         // Carbon, OpenMetrics, plots (issue 12)
@@ -859,6 +888,28 @@ mod tests {
 
     fn no_env(_: &str) -> Option<OsString> {
         None
+    }
+
+    // Big process trees (issue 14)
+    #[test]
+    fn probe_budget_is_a_percentage_of_one_core() {
+        assert_eq!(
+            probe_budget(None).unwrap(),
+            crate::sampler::TREE_PROBE_BUDGET
+        );
+        assert_eq!(probe_budget(Some("2")).unwrap(), 0.02);
+        assert_eq!(probe_budget(Some("0.5%")).unwrap(), 0.005);
+        assert_eq!(probe_budget(Some("100")).unwrap(), 1.0);
+        for bad in ["0", "-1", "101", "NaN", "inf", "x", "", "1\n2"] {
+            let e = probe_budget(Some(bad)).unwrap_err();
+            assert_eq!(e.code, 2, "{bad}");
+            assert!(
+                e.message.contains("invalid --probe-budget"),
+                "{}",
+                e.message
+            );
+            assert!(!e.message.contains('\n'), "{}", e.message);
+        }
     }
 
     #[test]

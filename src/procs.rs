@@ -53,7 +53,7 @@ pub use cgroup::{clean_stale as clean_stale_cgroups, own_cgroup_dir};
 pub use parse::{PidStat, for_each_cpu_line, parse_pid_stat};
 // Launchers (issue 13): a node's leader reads its followers' cgroups.
 pub use parse::parse_cpu_stat_usage;
-pub use tree::children_files_available;
+pub use tree::{ReadCounts, children_files_available};
 
 /// How the command's tree is followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -104,7 +104,7 @@ impl TreeSetup {
                 }
                 Err(u) => (
                     TrackMethod::Proc,
-                    Some(format!("{}: tracking through /proc", u.why)),
+                    Some(fallback_message(&u, cgroup::delegation_hint())),
                     None,
                     None,
                 ),
@@ -174,7 +174,7 @@ impl TreeSetup {
             None => {
                 let self_pid = std::process::id() as i32;
                 let mut tree = tree::ProcTree::spawned(self_pid, reaper);
-                let disc = tree::Discovery::new(self_pid, reaper).ok();
+                let disc = tree::Discovery::new(self_pid, reaper).ok().map(Box::new);
                 match disc.as_ref().and_then(|d| d.read_stat(pid)) {
                     Some(s) => tree.seed(&s),
                     None => tree.expect_root(pid),
@@ -189,6 +189,15 @@ impl TreeSetup {
         let mut t = TreeTracker::new(inner, split, npkg, pid, root_start, proc_fd);
         t.fallback_reason = fallback_reason;
         t
+    }
+}
+
+/// The warning of `--track auto` falling back to `/proc`: why, and (issue 14) how to get
+/// the cgroup method where `hint` says it can be had.
+fn fallback_message(u: &cgroup::CgroupUnavailable, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) if u.not_delegated => format!("{}: tracking through /proc; {h}", u.why),
+        _ => format!("{}: tracking through /proc", u.why),
     }
 }
 
@@ -220,7 +229,7 @@ enum Inner {
     Proc {
         tree: Box<tree::ProcTree>,
         /// `None` when `/proc` could not be opened: only `RUSAGE_CHILDREN` is left.
-        disc: Option<tree::Discovery>,
+        disc: Option<Box<tree::Discovery>>,
         /// `RUSAGE_CHILDREN` when tracking began; `None` in attach mode.
         rusage_base_us: Option<u64>,
     },
@@ -240,6 +249,8 @@ pub struct TreeTracker {
     text_buf: Vec<u8>,
     tids: Vec<i32>,
     pids: Vec<i32>,
+    /// The per-thread reads of the socket split (`/proc` tracking).
+    split_counts: ReadCounts,
 }
 
 /// Clock ticks since boot now, on the clock `starttime` in `/proc/<pid>/stat` uses.
@@ -277,6 +288,7 @@ impl TreeTracker {
             text_buf: Vec::new(),
             tids: Vec::new(),
             pids: Vec::new(),
+            split_counts: ReadCounts::default(),
         }
     }
 
@@ -312,7 +324,7 @@ impl TreeTracker {
             sys::open_at(libc::AT_FDCWD, c"/proc", libc::O_RDONLY | libc::O_DIRECTORY).ok();
         let inner = Inner::Proc {
             tree: Box::new(tree),
-            disc: Some(disc),
+            disc: Some(Box::new(disc)),
             rusage_base_us: None,
         };
         let mut t = TreeTracker::new(inner, split, npkg, pid, Some(st.starttime), proc_fd);
@@ -384,31 +396,68 @@ impl TreeTracker {
                             cg.threads(&mut self.text_buf, &mut self.tids);
                             for &tid in &self.tids {
                                 if let Some(s) = tree::read_stat_at(dir, tid, Some(tid)) {
-                                    split.thread(&s);
+                                    split.thread(&s, tid);
                                 }
                             }
                         }
-                        Inner::Proc { tree, .. } => {
+                        Inner::Proc { tree, disc, .. } => {
+                            // Only the processes read in this sample ran since the last
+                            // one: the others' threads used no time.
                             self.pids.clear();
-                            self.pids.extend(tree.tracked_pids());
+                            if let Some(d) = disc {
+                                self.pids.extend(
+                                    d.observed()
+                                        .iter()
+                                        .map(|s| s.pid)
+                                        .filter(|&p| tree.is_tracked(p)),
+                                );
+                            }
                             for &pid in &self.pids {
                                 tree::list_tids(dir, pid, &mut self.dent_buf, &mut self.tids);
+                                self.split_counts.files += 1;
                                 for &tid in &self.tids {
-                                    if let Some(s) = tree::read_stat_at(dir, pid, Some(tid)) {
-                                        split.thread(&s);
+                                    if let Some(s) = tree::read_stat_counted(
+                                        dir,
+                                        pid,
+                                        Some(tid),
+                                        &mut self.split_counts,
+                                    ) {
+                                        split.thread(&s, pid);
                                     }
                                 }
                             }
                         }
                     }
                 }
-                split.end(delta, &mut self.per_socket);
+                let inner = &self.inner;
+                split.end(delta, &mut self.per_socket, |tgid| match inner {
+                    Inner::Proc { tree, .. } => tree.is_tracked(tgid),
+                    Inner::Cgroup(_) => false,
+                });
             }
         }
         out.total_s = self.total_s;
         out.per_socket_s.clear();
         out.per_socket_s.extend_from_slice(&self.per_socket);
         debug_assert_eq!(out.per_socket_s.len(), self.npkg);
+    }
+
+    /// What the `/proc` method has read so far (CPU clocks, files, bytes), the
+    /// per-thread reads of the socket split included; `None` with a cgroup. For the
+    /// tests and benchmarks of its cost.
+    pub fn read_counts(&self) -> Option<ReadCounts> {
+        match &self.inner {
+            Inner::Cgroup(_) => None,
+            Inner::Proc { disc, .. } => {
+                let d = disc.as_ref().map(|d| d.counts()).unwrap_or_default();
+                let s = self.split_counts;
+                Some(ReadCounts {
+                    clocks: d.clocks + s.clocks,
+                    files: d.files + s.files,
+                    bytes: d.bytes + s.bytes,
+                })
+            }
+        }
     }
 
     /// The command's processes as of the last [`TreeTracker::sample`] (`/proc`) or now
@@ -573,6 +622,11 @@ impl MachineCpu {
         self
     }
 
+    /// Does it publish its readings (to the estimate)?
+    pub fn publishes(&self) -> bool {
+        self.publish.is_some()
+    }
+
     fn publish_now(&self) {
         if let Some(p) = &self.publish {
             let busy: u64 = self.acc.busy.iter().sum();
@@ -599,6 +653,17 @@ fn fill_sample(acc: &CpuAccum, hz: f64, out: &mut MachineCpuSample) {
         .extend(acc.idle.iter().map(|&t| t as f64 / hz));
     out.cpus_per_socket.clear();
     out.cpus_per_socket.extend_from_slice(&acc.cpus);
+}
+
+/// The calling thread's CPU time so far, seconds (its CPU-time clock: nanoseconds).
+pub fn thread_cpu_s() -> f64 {
+    // SAFETY: an all-zero timespec is valid; clock_gettime only writes into it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0.0;
+    }
+    ts.tv_sec.max(0) as f64 + ts.tv_nsec.max(0) as f64 / 1e9
 }
 
 /// joulerun's own CPU time so far (all its threads), seconds.
@@ -699,6 +764,38 @@ mod tests {
             std::hint::black_box(0u64);
         }
         assert!(self_cpu_s() > a);
+    }
+
+    #[test]
+    fn the_fallback_says_how_to_get_a_cgroup_where_systemd_can_delegate_one() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!cgroup::user_manager_runs(dir.path()));
+        std::fs::create_dir(dir.path().join("systemd")).unwrap();
+        std::fs::write(dir.path().join("systemd/private"), "").unwrap();
+        assert!(cgroup::user_manager_runs(dir.path()));
+        let perm = cgroup::CgroupUnavailable {
+            why: "cgroup v2 at /sys/fs/cgroup/user.slice is not writable by this user".into(),
+            fix: String::new(),
+            not_delegated: true,
+        };
+        let m = fallback_message(&perm, Some(cgroup::SYSTEMD_HINT));
+        assert!(m.starts_with("cgroup v2 at /sys/fs/cgroup/user.slice is not writable"));
+        assert!(m.contains("tracking through /proc; for the exact and cheaper cgroup method"));
+        assert!(
+            m.contains("`systemd-run --user --scope -p Delegate=yes joulerun ...`"),
+            "{m}"
+        );
+        // No user manager, or a reason delegation would not cure: no hint.
+        assert!(!fallback_message(&perm, None).contains("systemd-run"));
+        let other = cgroup::CgroupUnavailable {
+            not_delegated: false,
+            why: "no cgroup v2 hierarchy is mounted".into(),
+            ..perm
+        };
+        assert_eq!(
+            fallback_message(&other, Some(cgroup::SYSTEMD_HINT)),
+            "no cgroup v2 hierarchy is mounted: tracking through /proc"
+        );
     }
 
     #[test]

@@ -753,6 +753,7 @@ fn measure_once(
     } else {
         prepare_sampler(&plan.common, plan.source, &plan.categories, &plan.only)?
     };
+    sampler.set_probe_budget(plan.probe_budget); // Big process trees (issue 14)
 
     // Attribution (not reported with -a): baseline, process tracking, machine CPU time.
     let attribute = mode != Mode::All && !follower;

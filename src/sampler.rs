@@ -113,6 +113,18 @@ pub struct Sampler {
     /// When the machine CPU was last read, and whether this tick read it.
     machine_t: f64,
     machine_fresh: bool,
+    /// The usage probes' period now: [`USAGE_PROBE_MIN_S`], or longer while reading the
+    /// command's tree costs more than `probe_budget` of a core at that period (issue 14;
+    /// default [`TREE_PROBE_BUDGET`]); and the tree read's cost, s (a moving average).
+    probe_period_s: f64,
+    probe_budget: f64,
+    tree_cost_s: Option<f64>,
+    /// When the machine CPU was last read for the estimate alone, and that reading: while
+    /// a costly tree stretches the probes' period, the machine's CPU time is still read
+    /// every [`USAGE_PROBE_MIN_S`] for the estimate, whose power would otherwise arrive
+    /// in lumps once per probe window.
+    machine_pub_t: f64,
+    machine_pub: MachineCpuSample,
     /// GPUs (issue 9): the command's PIDs, published on each usage probe for sources
     /// that filter per-process data; and each domain's highest interval power, W.
     pids_out: Option<(std::sync::Arc<CommandPids>, Vec<i32>)>,
@@ -126,6 +138,28 @@ pub struct Sampler {
 /// sampling interval, usage is read every few ticks and attribution spans those ticks
 /// (docs/attribution.md, "Probe windows").
 pub const USAGE_PROBE_MIN_S: f64 = 0.010;
+
+/// The CPU the command's tree may cost joulerun, as a fraction of one core: when a read
+/// of the tree costs more than this at the sampling interval (a `/proc` tree of
+/// thousands of processes), the usage probes are read less often, every
+/// `cost / TREE_PROBE_BUDGET` seconds, at most [`USAGE_PROBE_MAX_S`] apart. Attribution
+/// runs over the probes' windows, so totals stay exact; only the timeline of the
+/// command's share gets coarser (docs/attribution.md, "Probe windows").
+pub const TREE_PROBE_BUDGET: f64 = 0.005;
+
+/// The longest time between two readings of the usage probes, whatever the tree costs.
+pub const USAGE_PROBE_MAX_S: f64 = 1.0;
+
+/// The usage probes' period for a tree read that costs `cost_s` of CPU, under `budget`
+/// (a fraction of one core).
+pub fn probe_period_s(cost_s: f64, budget: f64) -> f64 {
+    let p = cost_s / budget;
+    if p.is_finite() {
+        p.clamp(USAGE_PROBE_MIN_S, USAGE_PROBE_MAX_S)
+    } else {
+        USAGE_PROBE_MIN_S
+    }
+}
 
 /// The shortest time between two publications of the command's PIDs to reader threads
 /// (half NVML's read period): more often costs a tree listing per probe and tells a
@@ -197,6 +231,11 @@ impl Sampler {
             machine_before: MachineCpuSample::default(),
             machine_t: 0.0,
             machine_fresh: false,
+            probe_period_s: USAGE_PROBE_MIN_S,
+            probe_budget: TREE_PROBE_BUDGET,
+            tree_cost_s: None,
+            machine_pub_t: 0.0,
+            machine_pub: MachineCpuSample::default(),
             tree: None,
             tree_now: TreeCpu::default(),
             tree_before: TreeCpu::default(),
@@ -256,12 +295,30 @@ impl Sampler {
         self
     }
 
+    /// The usage probes' period now (see [`TREE_PROBE_BUDGET`]).
+    pub fn probe_period_s(&self) -> f64 {
+        self.probe_period_s
+    }
+
+    /// The CPU the command's tree may cost, a fraction of one core (`--probe-budget`;
+    /// default [`TREE_PROBE_BUDGET`]).
+    pub fn set_probe_budget(&mut self, budget: f64) {
+        if budget.is_finite() && budget > 0.0 {
+            self.probe_budget = budget;
+        }
+    }
+
     fn sample_machine(&mut self, t: f64) {
         self.machine_fresh = true;
         self.machine_t = t;
         if let Some(tr) = self.tree.as_mut() {
             std::mem::swap(&mut self.tree_now, &mut self.tree_before);
+            let c0 = crate::procs::thread_cpu_s();
             tr.sample(&mut self.tree_now);
+            let cost = (crate::procs::thread_cpu_s() - c0).max(0.0);
+            let avg = self.tree_cost_s.map_or(cost, |a| 0.7 * a + 0.3 * cost);
+            self.tree_cost_s = Some(avg);
+            self.probe_period_s = probe_period_s(avg, self.probe_budget);
             if let Some((shared, buf)) = self.pids_out.as_mut()
                 && self.pids_t.is_none_or(|p| t - p >= PIDS_MIN_S - 0.0005)
             {
@@ -350,10 +407,18 @@ impl Sampler {
         self.intervals.clear();
         let t = self.now_s();
         // Half a millisecond of slack: a 10 ms tick that fires a little early still reads.
-        if forced || t - self.machine_t >= USAGE_PROBE_MIN_S - 0.0005 {
+        if forced || t - self.machine_t >= self.probe_period_s - 0.0005 {
             self.sample_machine(t);
+            self.machine_pub_t = t;
         } else {
             self.machine_fresh = false;
+            if let Some(m) = self.machine.as_mut()
+                && m.publishes()
+                && t - self.machine_pub_t >= USAGE_PROBE_MIN_S - 0.0005
+            {
+                self.machine_pub_t = t;
+                m.sample(&mut self.machine_pub);
+            }
         }
         self.read_fast(t);
         let dt = (t - self.last_t).max(0.0);
@@ -669,6 +734,45 @@ mod tests {
                 total: 100.0,
                 method: crate::sources::UsageMethod::SmUtilisation,
             }));
+        }
+    }
+
+    #[test]
+    fn the_usage_probe_slows_down_for_a_costly_tree_within_bounds() {
+        let b = TREE_PROBE_BUDGET;
+        assert_eq!(probe_period_s(0.0, b), USAGE_PROBE_MIN_S);
+        assert_eq!(probe_period_s(20e-6, b), USAGE_PROBE_MIN_S);
+        assert!((probe_period_s(1e-3, b) - 0.2).abs() < 1e-12);
+        assert_eq!(probe_period_s(0.05, b), USAGE_PROBE_MAX_S);
+        assert_eq!(probe_period_s(f64::NAN, b), USAGE_PROBE_MIN_S);
+        assert_eq!(probe_period_s(-1.0, b), USAGE_PROBE_MIN_S);
+        // A budget of a whole core reads a 1 ms tree every 10 ms.
+        assert_eq!(probe_period_s(1e-3, 1.0), USAGE_PROBE_MIN_S);
+    }
+
+    /// While a costly tree stretches the probes' period, the machine's CPU time the
+    /// estimate reads is still published every tick (at most every 10 ms): its power
+    /// follows the machine tick by tick, not in lumps per probe window.
+    #[test]
+    fn the_estimates_machine_reading_keeps_its_cadence_when_the_probe_slows_down() {
+        use crate::procs::{MachineBusy, MachineCpu};
+        let topo = crate::topology::Topology::read(&crate::sysroot::SysRoot::default());
+        let busy = std::sync::Arc::new(MachineBusy::default());
+        let m = MachineCpu::new(&topo).unwrap().publishing(busy.clone());
+        let mut s = Sampler::new(Vec::new(), &[]).with_machine_cpu(m);
+        s.start();
+        s.probe_period_s = USAGE_PROBE_MAX_S;
+        // Burn 60 ms of CPU (15 clock ticks at HZ=250, 6 at 100): /proc/stat's busy
+        // time grows; the tick after that is not a probe tick.
+        for _ in 0..2 {
+            let before = busy.get().0;
+            let t0 = crate::procs::thread_cpu_s();
+            while crate::procs::thread_cpu_s() - t0 < 0.06 {
+                std::hint::black_box(0u64);
+            }
+            s.tick();
+            assert!(!s.usage_fresh(), "not a probe tick");
+            assert!(busy.get().0 > before, "published: {:?}", busy.get());
         }
     }
 

@@ -436,6 +436,91 @@ fn helper_thread_burner() {
     }
 }
 
+/// Not a test on its own: run by `proc_sees_a_child_forked_by_another_thread`. A thread
+/// other than the main one starts a shell that burns, leaves a mark, then sleeps; the
+/// process then only waits.
+#[test]
+fn helper_thread_forker() {
+    let Some(mark) = std::env::var_os("JOULERUN_TEST_FORK_MARK") else {
+        return;
+    };
+    let mark = std::path::PathBuf::from(mark);
+    std::thread::spawn(move || {
+        let script = format!("{}; touch '{}'; sleep 1", busy(300_000), mark.display());
+        let mut c = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+        c.wait().unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
+/// Issue 14: a process whose clock has not moved is not read, so a multi-threaded process
+/// whose other thread forked a child, then went quiet, must still have that thread's
+/// `children` listed: the child's CPU time is counted while it runs, not in one lump
+/// when it is reaped.
+#[test]
+fn proc_sees_a_child_forked_by_another_thread() {
+    let _g = serial();
+    let setup = TreeSetup::prepare(TrackRequest::Proc).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = tmp.path().join("burnt");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "helper_thread_forker", "--test-threads=1", "-q"])
+        .env("JOULERUN_TEST_FORK_MARK", &mark)
+        .stdout(std::process::Stdio::null());
+    let hook = setup.child_hook();
+    // SAFETY: the hook is async-signal-safe (and a no-op for /proc tracking).
+    unsafe { cmd.pre_exec(hook) };
+    let pid = cmd.spawn().unwrap().id() as i32; // reaped with wait4 below
+    let mut tr = setup.into_tracker(pid, false, &topo());
+    sample_until(&mut tr, Duration::from_millis(20), || mark.exists());
+    // The burner is done and sleeps, not reaped yet: its time is in the tree already.
+    std::thread::sleep(Duration::from_millis(50));
+    let seen = sample(&mut tr);
+    let want = wait4_cpu(pid);
+    let after = sample(&mut tr);
+    eprintln!(
+        "child of another thread: {:.4} s seen while it lived, {:.4} s after; wait4 {want:.4} s",
+        seen.total_s, after.total_s
+    );
+    assert!(want > 0.1, "it burned: {want}");
+    assert!(close(seen.total_s, want, 2), "{seen:?} vs {want}");
+    tr.finish();
+}
+
+/// Issue 14: the root's children are listed in the first read even when the root forked
+/// them and went to sleep before tracking began (as `/usr/bin/time CMD` does): the root's
+/// clock never moves again, and a process is otherwise read only when it does.
+#[test]
+fn proc_lists_a_root_that_forked_and_slept_before_the_first_read() {
+    let _g = serial();
+    let setup = TreeSetup::prepare(TrackRequest::Proc).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = tmp.path().join("burnt");
+    let pid = spawn(
+        &setup,
+        &format!(
+            "({}; touch '{}'; sleep 1) & wait",
+            busy(300_000),
+            mark.display()
+        ),
+    );
+    // The root has forked and waits before the tracker's first read.
+    std::thread::sleep(Duration::from_millis(100));
+    let mut tr = setup.into_tracker(pid, false, &topo());
+    sample_until(&mut tr, Duration::from_millis(20), || mark.exists());
+    std::thread::sleep(Duration::from_millis(50));
+    let seen = sample(&mut tr);
+    let want = wait4_cpu(pid);
+    eprintln!(
+        "root asleep from the start: {:.4} s seen while its child lived; wait4 {want:.4} s",
+        seen.total_s
+    );
+    assert!(want > 0.1, "it burned: {want}");
+    assert!(close(seen.total_s, want, 2), "{seen:?} vs {want}");
+    tr.finish();
+}
+
 #[test]
 fn proc_counts_threads_and_splits_them_by_package() {
     let _g = serial();
@@ -612,4 +697,94 @@ fn the_proc_tracker_lists_the_commands_processes() {
 fn the_cgroup_tracker_lists_the_commands_processes() {
     let _g = serial();
     lists_the_tree(cgroup_setup());
+}
+
+/// Runs the joulerun binary as uid/gid 65534 with `args`, after moving the process (as
+/// root, before dropping privileges) into the cgroup `into` when given; its JSON report.
+fn joulerun_as_nobody(into: Option<&Path>, args: &[&str]) -> serde_json::Value {
+    let bin = env!("CARGO_BIN_EXE_joulerun");
+    let mut script = String::new();
+    if let Some(d) = into {
+        script.push_str(&format!("echo $$ > '{}/cgroup.procs' && ", d.display()));
+    }
+    script.push_str(&format!(
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups -- '{bin}' \"$@\""
+    ));
+    let o = Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .args(args)
+        .current_dir("/")
+        .env("HOME", "/")
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Issue 14: a user's joulerun that sits in a cgroup delegated to it (its own cgroup is
+/// the user's, as in `systemd-run --user --scope -p Delegate=yes joulerun ...`) uses the
+/// exact cgroup method by itself; in a cgroup it may not write, it follows the tree
+/// through `/proc` and says why.
+#[test]
+#[cfg_attr(
+    not(all(probe_cgroup2, probe_run_as_nobody)),
+    ignore = "needs root, a writable cgroup v2 and uid 65534 reaching the build (probe_cgroup2, probe_run_as_nobody), as CI has"
+)]
+fn a_user_in_a_delegated_cgroup_gets_the_cgroup_method() {
+    use std::os::unix::fs::chown;
+    let _g = serial();
+    assert!(
+        Path::new("/usr/bin/setpriv").exists(),
+        "needs setpriv (util-linux) to drop privileges"
+    );
+    let own = joulerun::procs::own_cgroup_dir().expect("a cgroup v2 (probe_cgroup2)");
+    let deleg = own.join(format!("joulerun-test-delegated-{}", std::process::id()));
+    std::fs::create_dir(&deleg).unwrap();
+    // What delegation hands to a user: the directory and its interface files.
+    for p in [
+        deleg.clone(),
+        deleg.join("cgroup.procs"),
+        deleg.join("cgroup.threads"),
+        deleg.join("cgroup.subtree_control"),
+    ] {
+        chown(&p, Some(65534), Some(65534)).unwrap();
+    }
+    let args = [
+        "--source",
+        "estimate",
+        "--no-baseline",
+        "--json",
+        "-",
+        "-o",
+        "/dev/null",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+    ];
+    let delegated = joulerun_as_nobody(Some(&deleg), &args);
+    let not = joulerun_as_nobody(None, &args);
+    // Empty once joulerun has exited (it removes the command's cgroup).
+    let start = Instant::now();
+    while std::fs::remove_dir(&deleg).is_err() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(delegated["attribution"]["method"], "cgroup", "{delegated}");
+    assert!(f64_of(&delegated["attribution"]["tree_cpu_s"]) > 0.0);
+    assert_eq!(not["attribution"]["method"], "proc", "{not}");
+    let w = not["warnings"].to_string();
+    assert!(
+        w.contains("not writable by this user: tracking through /proc"),
+        "{w}"
+    );
+    assert!(!deleg.exists(), "test cgroup removed");
+}
+
+fn f64_of(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }

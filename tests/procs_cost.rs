@@ -173,3 +173,93 @@ fn per_tick_cost_of_cgroup_tracking() {
         "cgroup, 2 packages (per-thread split)",
     );
 }
+
+/// A shell with `n` sleeping children, waiting for them; its PID.
+fn sleepers(setup: &TreeSetup, n: usize) -> std::process::Child {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("for i in $(seq {n}); do sleep 60 & done; wait"),
+    ])
+    .process_group(0);
+    let hook = setup.child_hook();
+    // SAFETY: the hook is async-signal-safe.
+    unsafe { cmd.pre_exec(hook) };
+    cmd.spawn().unwrap()
+}
+
+/// Reads per sample of a `/proc` tracker over a tree of `n` sleeping processes, once the
+/// tree has formed: (CPU clocks, files, bytes).
+fn reads_per_sample(n: usize, topo: &Topology) -> (f64, f64, f64) {
+    let setup = TreeSetup::prepare(TrackRequest::Proc).unwrap();
+    let child = sleepers(&setup, n);
+    let mut tr = setup.into_tracker(child.id() as i32, true, topo);
+    let mut c = TreeCpu::default();
+    let mut pids = Vec::new();
+    let start = Instant::now();
+    // Every sleeper found (and its `sleep` exec'd: the shell's children settle).
+    while pids.len() < n + 1 && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        tr.sample(&mut c);
+        tr.pids(&mut pids);
+    }
+    let found = pids.len();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..3 {
+        tr.sample(&mut c);
+    }
+    let before = tr.read_counts().unwrap();
+    let samples = 20;
+    for _ in 0..samples {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        tr.sample(&mut c);
+    }
+    let after = tr.read_counts().unwrap();
+    tr.finish();
+    kill_tree(child);
+    assert_eq!(
+        found,
+        n + 1,
+        "the tracker found the shell and its {n} children"
+    );
+    let per = |a: u64, b: u64| (b - a) as f64 / samples as f64;
+    (
+        per(before.clocks, after.clocks),
+        per(before.files, after.files),
+        per(before.bytes, after.bytes),
+    )
+}
+
+/// Issue 14: what a sample of a `/proc` tree reads stays bounded as the tree grows. A
+/// sleeping process costs one CPU-clock read (a system call, no file): no `stat`, no
+/// `children` list, no thread listing, with one package or two. Counts, not timings
+/// (those are in scripts/bench, "bigtrees").
+#[test]
+fn proc_reads_stay_bounded_as_the_tree_grows() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (topo, two) = topologies();
+    let mut files = Vec::new();
+    for (n, t, label) in [
+        (100, &topo, "1 package"),
+        (1000, &topo, "1 package"),
+        (1000, &two, "2 packages"),
+    ] {
+        let (clocks, f, bytes) = reads_per_sample(n, t);
+        eprintln!(
+            "{n} sleeping children, {label}: {clocks:.1} clock reads, {f:.2} files, \
+             {bytes:.0} bytes per sample"
+        );
+        // One clock per process (the shell and its children), and hardly a file: the
+        // shell's `wait` and the sleepers never run.
+        assert!(clocks <= (n + 1) as f64 + 2.0, "{n}: {clocks} clock reads");
+        assert!(clocks >= (n + 1) as f64, "{n}: every process is checked");
+        assert!(f <= 3.0, "{n}, {label}: {f} files per sample");
+        assert!(
+            bytes <= 3.0 * 1024.0,
+            "{n}, {label}: {bytes} bytes per sample"
+        );
+        files.push(f);
+    }
+    // Ten times the processes: not more files.
+    assert!(files[1] <= files[0] + 1.0, "{files:?}");
+}

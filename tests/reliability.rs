@@ -855,6 +855,11 @@ fn options_that_would_be_ignored_are_usage_errors() {
             vec!["-a", "--track", "proc"],
             "--track has no effect with -a",
         ),
+        (
+            vec!["-a", "--probe-budget", "1"],
+            "--probe-budget has no effect with -a",
+        ),
+        (vec!["--basepower", "--probe-budget", "1"], "--probe-budget"),
     ] {
         let mut c = bin(t.path());
         c.args(&args);

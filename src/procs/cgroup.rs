@@ -17,13 +17,44 @@ use super::sys;
 pub struct CgroupUnavailable {
     pub why: String,
     pub fix: String,
+    /// This user may not write joulerun's cgroup: in a cgroup delegated to it, it could
+    /// (see [`delegation_hint`]).
+    pub not_delegated: bool,
 }
 
 fn unavailable(why: String, fix: &str) -> CgroupUnavailable {
     CgroupUnavailable {
         why,
         fix: fix.to_string(),
+        not_delegated: false,
     }
+}
+
+/// joulerun's cgroup is not writable by this user.
+fn not_delegated(why: String) -> CgroupUnavailable {
+    CgroupUnavailable {
+        not_delegated: true,
+        ..unavailable(why, FIX_PERM)
+    }
+}
+
+/// What the fallback to `/proc` says where a systemd user manager runs for this user.
+pub const SYSTEMD_HINT: &str = "for the exact and cheaper cgroup method, run joulerun in \
+    a cgroup delegated to you: `systemd-run --user --scope -p Delegate=yes joulerun ...`";
+
+/// How to get the cgroup method, where a systemd user manager runs for this user (its
+/// private socket in `/run/user/<uid>/systemd/`); `None` elsewhere. (In a cgroup
+/// delegated to it, a user's joulerun uses the cgroup method by itself: its own cgroup
+/// is writable, which is all `--track auto` needs.)
+pub fn delegation_hint() -> Option<&'static str> {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    user_manager_runs(Path::new(&format!("/run/user/{uid}"))).then_some(SYSTEMD_HINT)
+}
+
+/// Does a systemd user manager serve the runtime directory `runtime_dir`?
+pub fn user_manager_runs(runtime_dir: &Path) -> bool {
+    runtime_dir.join("systemd/private").exists()
 }
 
 const FIX_PERM: &str = "run joulerun as root, or inside a delegated cgroup \
@@ -221,7 +252,12 @@ impl Cgroup {
                 Some(e) => format!("cannot create {}: {}", dir.display(), describe(e)),
                 None => format!("cannot find a free name under {}", own_dir.display()),
             };
-            return Err(unavailable(why, FIX_PERM));
+            return Err(match &last_err {
+                Some(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => {
+                    not_delegated(why)
+                }
+                _ => unavailable(why, FIX_PERM),
+            });
         }
         // From here on, the directory is removed on any failure (Drop).
         let stat_path = dir.join("cpu.stat");
@@ -261,14 +297,18 @@ impl Cgroup {
         // command's cgroup (which could then not be removed).
         let _in_and_out = crate::signals::critical_guard();
         if let Err(e) = write_pid(&procs, &me) {
-            return Err(unavailable(
-                format!(
-                    "cannot move processes into {}: {}",
-                    procs.display(),
-                    describe(&e)
-                ),
-                FIX_PERM,
-            ));
+            let why = format!(
+                "cannot move processes into {}: {}",
+                procs.display(),
+                describe(&e)
+            );
+            return Err(
+                if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                    not_delegated(why)
+                } else {
+                    unavailable(why, FIX_PERM)
+                },
+            );
         }
         if let Err(e) = write_pid(&own_procs, &me) {
             // Stuck in the new cgroup: keep it (it cannot be removed while joulerun

@@ -8,6 +8,8 @@ use super::parse::PidStat;
 
 #[derive(Clone, Copy)]
 struct ThreadSeen {
+    /// The process it belongs to.
+    tgid: i32,
     start: u64,
     own: u64,
     seen: u64,
@@ -45,8 +47,8 @@ impl SocketSplit {
         self.tick.iter_mut().for_each(|v| *v = 0.0);
     }
 
-    /// One thread's `stat` (from `/proc/<pid>/task/<tid>/stat`).
-    pub fn thread(&mut self, s: &PidStat) {
+    /// One thread's `stat` (from `/proc/<tgid>/task/<tid>/stat`).
+    pub fn thread(&mut self, s: &PidStat, tgid: i32) {
         let own = s.own();
         let cur = self.generation;
         let prev = match self.threads.get_mut(&s.pid) {
@@ -62,6 +64,7 @@ impl SocketSplit {
                 self.threads.insert(
                     s.pid,
                     ThreadSeen {
+                        tgid,
                         start: s.starttime,
                         own,
                         seen: cur,
@@ -83,9 +86,11 @@ impl SocketSplit {
     }
 
     /// Close the read: add `delta_s` (the tree's exact increase this read) to `out`.
-    pub fn end(&mut self, delta_s: f64, out: &mut [f64]) {
+    /// Threads not read in this read are forgotten, unless `kept(tgid)`: their process
+    /// was not read because it has not run since the last read (`/proc` tracking).
+    pub fn end(&mut self, delta_s: f64, out: &mut [f64], kept: impl Fn(i32) -> bool) {
         let cur = self.generation;
-        self.threads.retain(|_, t| t.seen == cur);
+        self.threads.retain(|_, t| t.seen == cur || kept(t.tgid));
         self.baseline_next = false;
         distribute(delta_s, &self.tick, &self.cum, out);
         for (c, t) in self.cum.iter_mut().zip(&self.tick) {
@@ -136,25 +141,49 @@ mod tests {
         let mut s = SocketSplit::new(vec![0, 1, 0, 1], 2, None);
         let mut out = vec![0.0; 2];
         s.begin();
-        s.thread(&th(1, 5, 30, 0));
-        s.thread(&th(2, 5, 10, 3));
-        s.end(0.8, &mut out);
+        s.thread(&th(1, 5, 30, 0), 1);
+        s.thread(&th(2, 5, 10, 3), 1);
+        s.end(0.8, &mut out, |_| false);
         assert!((out[0] - 0.6).abs() < 1e-12 && (out[1] - 0.2).abs() < 1e-12);
         // Next read: thread 1 moved to CPU 1 and used 10 ticks; thread 2 idle.
         s.begin();
-        s.thread(&th(1, 5, 40, 1));
-        s.thread(&th(2, 5, 10, 3));
-        s.end(0.1, &mut out);
+        s.thread(&th(1, 5, 40, 1), 1);
+        s.thread(&th(2, 5, 10, 3), 1);
+        s.end(0.1, &mut out, |_| false);
         assert!((out[1] - 0.3).abs() < 1e-12);
         // Nothing seen (short-lived processes): by the cumulative distribution 30:20.
         s.begin();
-        s.end(0.3, &mut out);
+        s.end(0.3, &mut out, |_| false);
         assert!((out[0] - 0.78).abs() < 1e-12 && (out[1] - 0.42).abs() < 1e-12);
         // A reused tid (new start time) counts from zero.
         s.begin();
-        s.thread(&th(1, 99, 4, 0));
-        s.end(0.04, &mut out);
+        s.thread(&th(1, 99, 4, 0), 1);
+        s.end(0.04, &mut out, |_| false);
         assert!((out[0] - 0.82).abs() < 1e-12);
+    }
+
+    #[test]
+    fn threads_of_processes_not_read_are_kept() {
+        let mut s = SocketSplit::new(vec![0, 1], 2, None);
+        let mut out = vec![0.0; 2];
+        s.begin();
+        s.thread(&th(1, 5, 100, 0), 1);
+        s.thread(&th(2, 5, 10, 1), 2);
+        s.end(0.0, &mut out, |_| false);
+        // Process 2 did not run, so it was not read: its thread is kept.
+        s.begin();
+        s.thread(&th(1, 5, 110, 0), 1);
+        s.end(0.1, &mut out, |p| p == 2);
+        assert_eq!(out, vec![0.1, 0.0]);
+        // Both ran 10 ticks: half each (a forgotten thread would count all its 20).
+        s.begin();
+        s.thread(&th(1, 5, 120, 0), 1);
+        s.thread(&th(2, 5, 20, 1), 2);
+        s.end(0.2, &mut out, |_| false);
+        assert!(
+            (out[0] - 0.2).abs() < 1e-12 && (out[1] - 0.1).abs() < 1e-12,
+            "{out:?}"
+        );
     }
 
     #[test]
@@ -168,8 +197,8 @@ mod tests {
         let mut s = SocketSplit::new(vec![0, 1], 2, None);
         let mut out = vec![0.0; 2];
         s.begin();
-        s.thread(&th(7, 1, 5, 64));
-        s.end(0.05, &mut out);
+        s.thread(&th(7, 1, 5, 64), 1);
+        s.end(0.05, &mut out, |_| false);
         assert_eq!(out, vec![0.05, 0.0]);
     }
 
@@ -178,13 +207,13 @@ mod tests {
         let mut s = SocketSplit::new(vec![0, 1], 2, Some(100));
         let mut out = vec![0.0; 2];
         s.begin();
-        s.thread(&th(1, 50, 1000, 1));
-        s.end(0.0, &mut out);
+        s.thread(&th(1, 50, 1000, 1), 1);
+        s.end(0.0, &mut out, |_| false);
         s.begin();
-        s.thread(&th(1, 50, 1010, 1));
-        s.thread(&th(2, 40, 500, 0)); // existed before attaching: baseline
-        s.thread(&th(3, 150, 10, 0)); // new: in full
-        s.end(0.2, &mut out);
+        s.thread(&th(1, 50, 1010, 1), 1);
+        s.thread(&th(2, 40, 500, 0), 1); // existed before attaching: baseline
+        s.thread(&th(3, 150, 10, 0), 1); // new: in full
+        s.end(0.2, &mut out, |_| false);
         assert!((out[0] - 0.1).abs() < 1e-12 && (out[1] - 0.1).abs() < 1e-12);
     }
 }

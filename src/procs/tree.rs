@@ -50,6 +50,13 @@ struct Tracked {
     seen: u64,
     /// Seen exited (a zombie): its time is final.
     zombie: bool,
+    /// Its CPU clock (ns) at the last read of its `stat`, when it could be read: while
+    /// the clock stays there, the process has not run, so nothing in its `stat` or its
+    /// `children` can have changed (see [`ProcTree::sort_out`]).
+    clock: Option<u64>,
+    /// Its depth below the tree's top when it was last read (0: its parent is not
+    /// tracked): a read in depth order reads parents before their children.
+    depth: u32,
 }
 
 impl Tracked {
@@ -154,6 +161,13 @@ impl ProcTree {
         own + self.cut_ns(s)
     }
 
+    /// The depth of a process whose parent is `ppid`.
+    fn depth_under(&self, ppid: i32) -> u32 {
+        self.tracked
+            .get(&ppid)
+            .map_or(0, |p| p.depth.saturating_add(1))
+    }
+
     fn new_tracked(&self, s: &PidStat, seen: u64) -> Tracked {
         let total = self.total_ns(s);
         Tracked {
@@ -166,12 +180,19 @@ impl ProcTree {
             base: if self.is_preexisting(s) { total } else { 0 },
             seen,
             zombie: is_exited(s),
+            clock: s.cpu_ns,
+            depth: self.depth_under(s.ppid),
         }
     }
 
-    /// Make `s` part of the tree regardless of its parent (the root).
+    /// Make `s` part of the tree regardless of its parent (the root). Its children have
+    /// not been listed: the next read reads it whatever its clock says (a root that
+    /// forked and went to sleep before this read would otherwise never be listed).
     pub fn seed(&mut self, s: &PidStat) {
-        let t = self.new_tracked(s, self.generation);
+        let t = Tracked {
+            clock: None,
+            ..self.new_tracked(s, self.generation)
+        };
         self.tracked.insert(s.pid, t);
     }
 
@@ -198,35 +219,6 @@ impl ProcTree {
         self.tracked.keys().copied()
     }
 
-    /// The tracked processes whose parent is not tracked (the root, orphans, processes
-    /// reparented out of the tree): where a walk down the tree starts.
-    pub fn top_pids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.tracked
-            .iter()
-            .filter(|(_, t)| !self.tracked.contains_key(&t.ppid))
-            .map(|(p, _)| *p)
-    }
-
-    /// A tracked zombie child of `ppid` as last read, for a read that found `pid`
-    /// still listed among `ppid`'s children: its time is final and its pid cannot have
-    /// been reused while it is listed, so its `stat` need not be read again.
-    pub fn known_zombie(&self, pid: i32, ppid: i32) -> Option<PidStat> {
-        let t = self
-            .tracked
-            .get(&pid)
-            .filter(|t| t.zombie && t.ppid == ppid)?;
-        Some(PidStat {
-            pid,
-            ppid,
-            state: b'Z',
-            cutime: t.cut / self.tick_ns,
-            num_threads: 1,
-            starttime: t.start,
-            cpu_ns: Some(t.last - t.cut),
-            ..PidStat::default()
-        })
-    }
-
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tracked.len()
@@ -236,21 +228,115 @@ impl ProcTree {
     /// and of any other process that might have joined, each parent before its
     /// children. Processes tracked but absent have vanished. Calls `rejected(pid)` for
     /// each observed process that is not in the tree.
-    pub fn apply(&mut self, obs: &[PidStat], mut rejected: impl FnMut(i32)) {
+    #[cfg(test)]
+    pub fn apply(&mut self, obs: &[PidStat], rejected: impl FnMut(i32)) {
+        self.begin();
+        self.apply_observed(obs, rejected);
+    }
+
+    /// Start a read: from here on, [`ProcTree::sort_out`] and
+    /// [`ProcTree::apply_observed`] belong to it.
+    pub fn begin(&mut self) {
         self.generation += 1;
+    }
+
+    /// The first step of a read: the CPU clock of every tracked process, from `clock`
+    /// (one `clock_gettime`, no file). A process whose clock has not moved since its
+    /// `stat` was last read has not run since: it forked nothing, reaped nothing, did
+    /// not exit, and its `stat` would say what it said, so it counts as seen in this
+    /// read as it was. Its parent can still have changed without it running (reparented
+    /// when the parent exited), so a process whose parent is not a live tracked process
+    /// (nor joulerun) is read anyway. Every other process (its clock moved, or it is
+    /// gone) is pushed onto `reread`, parents before their children (by depth): read
+    /// their `stat` in that order and pass them to [`ProcTree::apply_observed`].
+    /// `unchanged` is scratch space.
+    pub fn sort_out(
+        &mut self,
+        mut clock: impl FnMut(i32) -> Option<u64>,
+        reread: &mut Vec<i32>,
+        unchanged: &mut Vec<i32>,
+    ) {
+        reread.clear();
+        unchanged.clear();
+        for (&pid, t) in &self.tracked {
+            let still = t.clock.is_some() && clock(pid) == t.clock;
+            let parent_ok =
+                t.ppid == self.self_pid || self.tracked.get(&t.ppid).is_some_and(|p| !p.zombie);
+            if still && parent_ok {
+                unchanged.push(pid);
+            } else {
+                reread.push(pid);
+            }
+        }
+        let cur = self.generation;
+        for pid in unchanged.iter() {
+            if let Some(t) = self.tracked.get_mut(pid) {
+                t.seen = cur;
+            }
+        }
+        reread.sort_unstable_by_key(|p| self.tracked.get(p).map_or(0, |t| t.depth));
+    }
+
+    /// Read `pid` in the next read whatever its clock says (its children have not all
+    /// been listed: see [`Discovery::tick`]).
+    pub fn forget_clock(&mut self, pid: i32) {
+        if let Some(t) = self.tracked.get_mut(&pid) {
+            t.clock = None;
+        }
+    }
+
+    /// Was `pid` seen in the read under way (unchanged, or already observed)?
+    pub fn seen_now(&self, pid: i32) -> bool {
+        self.tracked
+            .get(&pid)
+            .is_some_and(|t| t.seen == self.generation)
+    }
+
+    /// Is `pid` tracked, and was it a zombie when last read?
+    pub fn was_zombie(&self, pid: i32) -> bool {
+        self.tracked.get(&pid).is_some_and(|t| t.zombie)
+    }
+
+    /// The tracked processes seen unchanged in this read whose parent is one of `dead`
+    /// (sorted): the processes that exited or vanished in this read. Their parent
+    /// changed when it exited (they were reparented), without them running: read them
+    /// in this read too, so that their time goes where they now belong.
+    pub fn unchanged_children_of(&self, dead: &[i32], out: &mut Vec<i32>) {
+        out.clear();
+        if dead.is_empty() {
+            return;
+        }
+        let cur = self.generation;
+        out.extend(
+            self.tracked
+                .iter()
+                .filter(|(_, t)| t.seen == cur && dead.binary_search(&t.ppid).is_ok())
+                .map(|(p, _)| *p),
+        );
+    }
+
+    /// The rest of a read begun with [`ProcTree::begin`]: as [`ProcTree::apply`], except
+    /// that processes already seen in this read ([`ProcTree::sort_out`]) need not be in
+    /// `obs`.
+    pub fn apply_observed(&mut self, obs: &[PidStat], mut rejected: impl FnMut(i32)) {
         let cur = self.generation;
         self.candidates.clear();
         self.vanished.clear();
         for s in obs {
             let (total, cut) = (self.total_ns(s), self.cut_ns(s));
+            let depth = self.depth_under(s.ppid);
             match self.tracked.get_mut(&s.pid) {
                 Some(t) if t.start == s.starttime => {
                     t.last = total.max(t.last);
                     t.cut_grew = cut.saturating_sub(t.cut);
                     t.cut = cut.max(t.cut);
+                    if t.ppid != s.ppid {
+                        t.depth = depth;
+                    }
                     t.ppid = s.ppid;
                     t.seen = cur;
                     t.zombie = is_exited(s);
+                    t.clock = s.cpu_ns;
                 }
                 Some(t) => {
                     // PID reuse: the process we knew is gone; this is another one.
@@ -391,19 +477,32 @@ fn is_exited(s: &PidStat) -> bool {
     s.state == b'Z' && s.num_threads <= 1
 }
 
-/// How new members of the tree are found each tick.
+/// What the `/proc` method read, since it began: for the tests and benchmarks of its
+/// cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadCounts {
+    /// Reads of a process's CPU clock (`clock_gettime`: a system call, no file).
+    pub clocks: u64,
+    /// Files read: `stat`, `children`, and listings of `/proc` and `task` directories.
+    pub files: u64,
+    /// The bytes those reads returned.
+    pub bytes: u64,
+}
+
+/// How new members of the tree are found.
 enum Mode {
-    /// `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN): walk down from the
-    /// tracked processes; cost proportional to the tree. `forking`: the processes that
-    /// had new children in this read.
+    /// `/proc/<pid>/task/<tid>/children` (CONFIG_PROC_CHILDREN): listed for the
+    /// processes that ran since the last read. `forking`: the processes that had new
+    /// children in this read.
     Walk {
         seen: HashSet<i32>,
         queue: Vec<i32>,
         forking: Vec<i32>,
     },
-    /// List `/proc` and read the `stat` of processes not known yet (and of all of them
-    /// over `RECHECK_EVERY` reads, a slice of the known outsiders per read, to notice a
-    /// pid that died and was reused by the tree between two reads).
+    /// List `/proc` (when a tracked process ran since the last read) and read the `stat`
+    /// of processes not known yet (and of the known outsiders, a slice of them per read
+    /// over `RECHECK_EVERY` reads, to notice a pid that died and was reused by the tree
+    /// between two reads).
     Scan {
         outsiders: HashMap<i32, u64>,
         pids: Vec<i32>,
@@ -431,6 +530,13 @@ pub struct Discovery {
     text_buf: Vec<u8>,
     tid_buf: Vec<i32>,
     obs: Vec<PidStat>,
+    reread: Vec<i32>,
+    scratch: Vec<i32>,
+    dead: Vec<i32>,
+    /// Multi-threaded processes read in this read whose other threads' `children` were
+    /// not listed: they are read again next time whatever their clock.
+    unlisted: Vec<i32>,
+    counts: ReadCounts,
 }
 
 /// Does this kernel have `/proc/<pid>/task/<tid>/children`?
@@ -473,6 +579,11 @@ impl Discovery {
             text_buf: Vec::new(),
             tid_buf: Vec::new(),
             obs: Vec::new(),
+            reread: Vec::new(),
+            scratch: Vec::new(),
+            dead: Vec::new(),
+            unlisted: Vec::new(),
+            counts: ReadCounts::default(),
         })
     }
 
@@ -486,23 +597,52 @@ impl Discovery {
         read_process_at(self.proc_fd.as_raw_fd(), pid)
     }
 
-    /// One read of the tree: refresh every tracked process, find new members, and
+    /// What every read so far has read.
+    pub fn counts(&self) -> ReadCounts {
+        self.counts
+    }
+
+    /// The processes whose `stat` the last read read (those that ran since the read
+    /// before, and new ones); the others have not run since.
+    pub fn observed(&self) -> &[PidStat] {
+        &self.obs
+    }
+
+    /// One read of the tree: find what changed, refresh it, find new members, and
     /// settle the vanished ones.
     ///
-    /// Walk mode reads parents before their children: it starts from the tracked
-    /// processes whose parent is not tracked and goes down through `children` files,
-    /// then reads the tracked processes the walk did not reach. A parent's `cutime`
-    /// is then read before it could take in a child read later in the same pass (see
-    /// the module's notes). Last, the processes that had new children are listed again,
-    /// for up to `CATCH_UP_ROUNDS` rounds while that finds more: children forked while
-    /// the read ran (a read of hundreds of new processes can take tens of ms) are then
-    /// counted in this tick, whose busy time (read after the tree) holds their CPU
-    /// time, not in the next. Scan mode reads `/proc` in pid order, which is parent
-    /// first unless pids wrapped around.
+    /// First the CPU clock of every tracked process ([`ProcTree::sort_out`]): one
+    /// system call each, no file. Only the processes whose clock moved (they ran, so
+    /// they may have forked, reaped or exited), are gone, or whose parent is gone have
+    /// their `stat` read and, with `children` files, their `children` listed; a
+    /// sleeping process costs one clock read. When nothing ran, joulerun's own children
+    /// (orphans) are not listed either: a process becomes an orphan only when a tracked
+    /// process exits, which runs it.
+    ///
+    /// Walk mode reads parents before their children: the processes to read in depth
+    /// order, each one's new children after it. A parent's `cutime` is then read before
+    /// it could take in a child read later in the same pass (see the module's notes);
+    /// a parent that did not run reaped nothing. Last, the processes that had new
+    /// children are listed again, for up to `CATCH_UP_ROUNDS` rounds while that finds
+    /// more: children forked while the read ran (a read of hundreds of new processes
+    /// can take tens of ms) are then counted in this tick, whose busy time (read after
+    /// the tree) holds their CPU time, not in the next. Scan mode reads `/proc` in pid
+    /// order, which is parent first unless pids wrapped around.
     pub fn tick(&mut self, tree: &mut ProcTree) {
         self.reads += 1;
         self.obs.clear();
         let dir = self.proc_fd.as_raw_fd();
+        tree.begin();
+        let counts = &mut self.counts;
+        tree.sort_out(
+            |pid| {
+                counts.clocks += 1;
+                sys::process_cpu_ns(pid)
+            },
+            &mut self.reread,
+            &mut self.scratch,
+        );
+        let active = !self.reread.is_empty() || tree.pending_root.is_some();
         match &mut self.mode {
             Mode::Walk {
                 seen,
@@ -512,12 +652,13 @@ impl Discovery {
                 seen.clear();
                 queue.clear();
                 forking.clear();
-                queue.extend(tree.top_pids());
+                self.unlisted.clear();
+                queue.extend_from_slice(&self.reread);
                 if let Some(root) = tree.pending_root {
                     queue.push(root);
                 }
                 let all_threads = self.reads.is_multiple_of(ALL_THREADS_EVERY);
-                if self.include_self_children {
+                if self.include_self_children && active {
                     if all_threads {
                         children_of(
                             dir,
@@ -526,41 +667,49 @@ impl Discovery {
                             &mut self.text_buf,
                             &mut self.tid_buf,
                             queue,
+                            &mut self.counts,
                         );
                     } else {
-                        main_thread_children(dir, self.self_pid, &mut self.text_buf, queue);
+                        main_thread_children(
+                            dir,
+                            self.self_pid,
+                            &mut self.text_buf,
+                            queue,
+                            &mut self.counts,
+                        );
                     }
                 }
                 let mut i = 0;
-                // 0: walking down; 1: the tracked processes not reached; 2..: catching up.
-                let mut phase = 0;
+                // 0: the processes that ran and their new descendants; 1..: catching up.
+                let mut round = 0;
                 let mut round_start = 0;
                 loop {
                     if i == queue.len() {
-                        if phase == 0 {
-                            // Tracked processes the walk did not reach (moved, or gone).
-                            phase = 1;
-                            queue.extend(tree.tracked_pids());
-                            continue;
-                        }
-                        let found_more = phase == 1 || self.obs.len() > round_start;
-                        if forking.is_empty() || !found_more || phase > CATCH_UP_ROUNDS {
+                        let found_more = round == 0 || self.obs.len() > round_start;
+                        if forking.is_empty() || !found_more || round >= CATCH_UP_ROUNDS {
                             break;
                         }
                         // Children forked while this read ran.
-                        phase += 1;
+                        round += 1;
                         round_start = self.obs.len();
                         for &p in forking.iter() {
-                            main_thread_children(dir, p, &mut self.text_buf, queue);
+                            main_thread_children(
+                                dir,
+                                p,
+                                &mut self.text_buf,
+                                queue,
+                                &mut self.counts,
+                            );
                         }
                         continue;
                     }
                     let pid = queue[i];
                     i += 1;
-                    if pid == self.self_pid || !seen.insert(pid) {
+                    // Unchanged processes were seen by their clock already.
+                    if pid == self.self_pid || tree.seen_now(pid) || !seen.insert(pid) {
                         continue;
                     }
-                    let Some(s) = read_process_at(dir, pid) else {
+                    let Some(s) = read_counted(dir, pid, &mut self.counts) else {
                         continue;
                     };
                     self.obs.push(s);
@@ -576,7 +725,12 @@ impl Discovery {
                     // is not lost meanwhile: a reaped child moves into its parent's
                     // cutime, an orphan into joulerun's RUSAGE_CHILDREN).
                     if s.num_threads <= 1 || !all_threads {
-                        main_thread_children(dir, pid, &mut self.text_buf, queue);
+                        main_thread_children(dir, pid, &mut self.text_buf, queue, &mut self.counts);
+                        // Its other threads may have forked: until they are listed (at
+                        // most `ALL_THREADS_EVERY` reads), it is read whatever its clock.
+                        if s.num_threads > 1 {
+                            self.unlisted.push(pid);
+                        }
                     } else {
                         children_of(
                             dir,
@@ -585,73 +739,140 @@ impl Discovery {
                             &mut self.text_buf,
                             &mut self.tid_buf,
                             queue,
+                            &mut self.counts,
                         );
                     }
-                    // Zombies already read and still listed: their last read stands
-                    // (each one's stat is still read once every RECHECK_EVERY reads).
-                    let mut new_child = false;
-                    for &c in &queue[listed..] {
-                        if c as u64 % RECHECK_EVERY != self.reads % RECHECK_EVERY
-                            && let Some(z) = tree.known_zombie(c, pid)
-                            && seen.insert(c)
-                        {
-                            self.obs.push(z);
-                        }
-                        new_child |= !tree.is_tracked(c);
-                    }
-                    if new_child {
+                    if queue[listed..].iter().any(|&c| !tree.is_tracked(c)) {
                         forking.push(pid);
                     }
                 }
-                tree.apply(&self.obs, |_| {});
+                self.settle_reparented(tree, dir);
+                tree.apply_observed(&self.obs, |_| {});
+                for &p in &self.unlisted {
+                    tree.forget_clock(p);
+                }
             }
             Mode::Scan { outsiders, pids } => {
-                let slice = self.reads % RECHECK_EVERY;
-                pids.clear();
-                if sys::for_each_dirent(dir, &mut self.dent_buf, |name| {
-                    if let Some(p) = sys::parse_pid(name) {
-                        pids.push(p);
-                    }
-                })
-                .is_err()
-                {
-                    // /proc unreadable this time: skip the read rather than declare
-                    // every process vanished.
-                    return;
-                }
                 let reads = self.reads;
-                for &pid in pids.iter() {
-                    if pid == self.self_pid {
-                        continue;
+                if active {
+                    let slice = reads % RECHECK_EVERY;
+                    pids.clear();
+                    let listed = sys::for_each_dirent(dir, &mut self.dent_buf, |name| {
+                        self.counts.bytes += name.len() as u64;
+                        if let Some(p) = sys::parse_pid(name) {
+                            pids.push(p);
+                        }
+                    });
+                    self.counts.files += 1;
+                    if listed.is_err() {
+                        // /proc unreadable this time: skip the read rather than declare
+                        // every process vanished.
+                        return;
                     }
-                    if pid as u64 % RECHECK_EVERY != slice
-                        && !tree.is_tracked(pid)
-                        && let Some(r) = outsiders.get_mut(&pid)
-                    {
-                        *r = reads;
-                        continue;
-                    }
-                    if let Some(s) = read_process_at(dir, pid) {
-                        self.obs.push(s);
+                    for &pid in pids.iter() {
+                        if pid == self.self_pid || tree.seen_now(pid) {
+                            continue;
+                        }
+                        if pid as u64 % RECHECK_EVERY != slice
+                            && !tree.is_tracked(pid)
+                            && let Some(r) = outsiders.get_mut(&pid)
+                        {
+                            *r = reads;
+                            continue;
+                        }
+                        if let Some(s) = read_counted(dir, pid, &mut self.counts) {
+                            self.obs.push(s);
+                        }
                     }
                 }
-                tree.apply(&self.obs, |p| {
+                // (Without a listing, every process to read is tracked: nothing new
+                // can have appeared, and `reread` is empty.)
+                let Discovery {
+                    obs,
+                    reread,
+                    scratch,
+                    dead,
+                    counts,
+                    ..
+                } = self;
+                settle_reparented(tree, dir, obs, reread, scratch, dead, counts);
+                tree.apply_observed(&self.obs, |p| {
                     outsiders.insert(p, reads);
                 });
-                outsiders.retain(|_, r| *r == reads);
+                if active {
+                    outsiders.retain(|_, r| *r == reads);
+                }
             }
+        }
+    }
+
+    fn settle_reparented(&mut self, tree: &ProcTree, dir: i32) {
+        let Discovery {
+            obs,
+            reread,
+            scratch,
+            dead,
+            counts,
+            ..
+        } = self;
+        settle_reparented(tree, dir, obs, reread, scratch, dead, counts);
+    }
+}
+
+/// Read the unchanged children of the processes that exited or vanished in this read
+/// (they were reparented; see [`ProcTree::unchanged_children_of`]) into `obs`.
+fn settle_reparented(
+    tree: &ProcTree,
+    dir: i32,
+    obs: &mut Vec<PidStat>,
+    reread: &[i32],
+    scratch: &mut Vec<i32>,
+    dead: &mut Vec<i32>,
+    counts: &mut ReadCounts,
+) {
+    if reread.is_empty() {
+        return;
+    }
+    dead.clear();
+    dead.extend(
+        obs.iter()
+            .filter(|s| is_exited(s) && tree.is_tracked(s.pid) && !tree.was_zombie(s.pid))
+            .map(|s| s.pid),
+    );
+    scratch.clear();
+    scratch.extend(obs.iter().map(|s| s.pid));
+    scratch.sort_unstable();
+    dead.extend(
+        reread
+            .iter()
+            .filter(|p| scratch.binary_search(p).is_err())
+            .copied(),
+    );
+    dead.sort_unstable();
+    tree.unchanged_children_of(dead, scratch);
+    for &pid in scratch.iter() {
+        if let Some(s) = read_counted(dir, pid, counts) {
+            obs.push(s);
         }
     }
 }
 
 /// Push the children of the main thread of `pid` onto `out`.
-fn main_thread_children(dir: i32, pid: i32, text_buf: &mut Vec<u8>, out: &mut Vec<i32>) {
+fn main_thread_children(
+    dir: i32,
+    pid: i32,
+    text_buf: &mut Vec<u8>,
+    out: &mut Vec<i32>,
+    counts: &mut ReadCounts,
+) {
     let mut p = StackPath::new();
     p.num(pid as u64)
         .push(b"/task/")
         .num(pid as u64)
         .push(b"/children");
+    counts.files += 1;
     if sys::read_at_vec(dir, p.as_cstr(), text_buf).is_ok() {
+        counts.bytes += text_buf.len() as u64;
         for_each_number(text_buf, |c| out.push(c));
     }
 }
@@ -664,15 +885,19 @@ fn children_of(
     text_buf: &mut Vec<u8>,
     tids: &mut Vec<i32>,
     out: &mut Vec<i32>,
+    counts: &mut ReadCounts,
 ) {
     list_tids(dir, pid, dent_buf, tids);
+    counts.files += 1;
     for &tid in tids.iter() {
         let mut p = StackPath::new();
         p.num(pid as u64)
             .push(b"/task/")
             .num(tid as u64)
             .push(b"/children");
+        counts.files += 1;
         if sys::read_at_vec(dir, p.as_cstr(), text_buf).is_ok() {
+            counts.bytes += text_buf.len() as u64;
             for_each_number(text_buf, |c| out.push(c));
         }
     }
@@ -696,13 +921,29 @@ pub fn list_tids(dir: i32, pid: i32, dent_buf: &mut Vec<u8>, tids: &mut Vec<i32>
 /// [`read_stat_at`] of a process, with its CPU clock read right after (so that the
 /// clock is never below the truncated utime + stime of the same process).
 pub fn read_process_at(dir: i32, pid: i32) -> Option<PidStat> {
-    let mut s = read_stat_at(dir, pid, None)?;
+    read_counted(dir, pid, &mut ReadCounts::default())
+}
+
+/// [`read_process_at`], counted.
+fn read_counted(dir: i32, pid: i32, counts: &mut ReadCounts) -> Option<PidStat> {
+    let mut s = read_stat_counted(dir, pid, None, counts)?;
     s.cpu_ns = sys::process_cpu_ns(pid);
+    counts.clocks += 1;
     Some(s)
 }
 
 /// Read and parse `/proc/<pid>/stat`, or `/proc/<pid>/task/<tid>/stat` with `tid`.
 pub fn read_stat_at(dir: i32, pid: i32, tid: Option<i32>) -> Option<PidStat> {
+    read_stat_counted(dir, pid, tid, &mut ReadCounts::default())
+}
+
+/// [`read_stat_at`], counted.
+pub fn read_stat_counted(
+    dir: i32,
+    pid: i32,
+    tid: Option<i32>,
+    counts: &mut ReadCounts,
+) -> Option<PidStat> {
     let mut p = StackPath::new();
     p.num(pid as u64);
     if let Some(t) = tid {
@@ -710,7 +951,9 @@ pub fn read_stat_at(dir: i32, pid: i32, tid: Option<i32>) -> Option<PidStat> {
     }
     p.push(b"/stat");
     let mut buf = [0u8; 2048];
+    counts.files += 1;
     let n = sys::read_at(dir, p.as_cstr(), &mut buf).ok()?;
+    counts.bytes += n as u64;
     parse_pid_stat(&buf[..n])
 }
 
@@ -767,13 +1010,9 @@ mod tests {
         obs.extend(kids(3));
         t.apply(&obs, |_| {});
         assert_eq!(t.proc_ns(), 2 * ms + 12 * ms);
-        // Seen again (read, or still listed by their parent): counted once, not again.
+        // Seen again: counted once, not again.
         t.apply(&obs, |_| {});
-        let z = t.known_zombie(20, 10).unwrap();
-        assert_eq!(z.cpu_ns, Some(4 * ms));
-        assert_eq!(t.known_zombie(20, 11), None);
-        assert_eq!(t.known_zombie(10, ME), None, "10 is alive");
-        t.apply(&[obs[0], z, obs[2], obs[3]], |_| {});
+        t.apply(&obs, |_| {});
         assert_eq!(t.proc_ns(), 14 * ms);
         // 10 was read just before it reaped 20 and 21: they are gone, its cutime has
         // not grown yet. Their time stays counted, pending on 10 (no dip).
@@ -796,6 +1035,85 @@ mod tests {
         assert_eq!(t.proc_ns(), 0);
         assert_eq!(t.rusage_base_ns(), 0);
         assert_eq!(t.lost_ticks(), 0);
+    }
+
+    #[test]
+    fn processes_whose_clock_did_not_move_are_seen_without_a_read() {
+        let ms = 1_000_000;
+        let mut t = ProcTree::spawned(ME, true);
+        t.seed(&clocked(10, ME, 1, 5 * ms));
+        t.apply(
+            &[
+                clocked(10, ME, 1, 5 * ms),
+                clocked(20, 10, 2, 3 * ms),
+                clocked(30, 20, 3, ms),
+                clocked(40, 10, 4, ms),
+            ],
+            |_| {},
+        );
+        let (mut re, mut scratch) = (Vec::new(), Vec::new());
+        // A seeded root is read in the first read whatever its clock: its children
+        // were never listed (it may have forked them and gone to sleep before).
+        let mut fresh = ProcTree::spawned(ME, true);
+        fresh.seed(&clocked(10, ME, 1, 5 * ms));
+        fresh.begin();
+        fresh.sort_out(|_| Some(5 * ms), &mut re, &mut scratch);
+        assert_eq!(re, vec![10]);
+        let clocks = |c20: Option<u64>, c30: u64, c40: u64| {
+            move |p: i32| match p {
+                10 => Some(5 * ms),
+                20 => c20,
+                30 => Some(c30),
+                40 => Some(c40),
+                _ => None,
+            }
+        };
+        // Only 20 and 40 ran: only they are to be read, parents first (by depth).
+        t.begin();
+        t.sort_out(clocks(Some(4 * ms), ms, 2 * ms), &mut re, &mut scratch);
+        re.sort_unstable();
+        assert_eq!(re, vec![20, 40]);
+        assert!(t.seen_now(10) && t.seen_now(30) && !t.seen_now(20));
+        t.apply_observed(
+            &[clocked(20, 10, 2, 4 * ms), clocked(40, 10, 4, 2 * ms)],
+            |_| {},
+        );
+        assert_eq!(t.proc_ns(), (5 + 4 + 1 + 2) * ms);
+        // 30 and 20 both ran: 20 (depth 1) before 30 (depth 2).
+        t.begin();
+        t.sort_out(clocks(Some(5 * ms), 2 * ms, 2 * ms), &mut re, &mut scratch);
+        assert_eq!(re, vec![20, 30]);
+        // 20 exits: a zombie now. Its child 30 was reparented without running: the
+        // read after that reads it anyway (its parent is no longer a live process).
+        t.apply_observed(
+            &[
+                zombie(clocked(20, 10, 2, 5 * ms)),
+                clocked(30, 20, 3, 2 * ms),
+            ],
+            |_| {},
+        );
+        assert!(t.was_zombie(20));
+        t.begin();
+        t.sort_out(clocks(Some(5 * ms), 2 * ms, 2 * ms), &mut re, &mut scratch);
+        assert_eq!(re, vec![30]);
+        // In the read where the parent exits, its unchanged children are found.
+        let mut kids = Vec::new();
+        t.unchanged_children_of(&[20], &mut kids);
+        assert_eq!(kids, Vec::<i32>::new(), "30 is to be read, not unchanged");
+        t.apply_observed(&[clocked(30, ME, 3, 2 * ms)], |_| {});
+        // 20 is reaped (its clock cannot be read): it is to be read, and vanishes.
+        t.begin();
+        t.sort_out(clocks(None, 2 * ms, 2 * ms), &mut re, &mut scratch);
+        assert_eq!(re, vec![20]);
+        t.unchanged_children_of(&[20], &mut kids);
+        assert!(kids.is_empty());
+        t.unchanged_children_of(&[10], &mut kids);
+        assert_eq!(kids, vec![40]);
+        t.apply_observed(&[], |_| {});
+        assert!(!t.is_tracked(20) && t.is_tracked(30) && t.is_tracked(40));
+        // Its time moved into 10's cutime, which 10 (not run since) has not read yet:
+        // it stays counted, pending on 10.
+        assert_eq!(t.proc_ns(), (5 + 5 + 2 + 2) * ms);
     }
 
     #[test]
