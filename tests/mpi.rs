@@ -3,28 +3,13 @@
 //! (mpi4py) under joulerun, and the README's MPI batch script through a real Slurm.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::process::Command;
 
 mod common;
 use common::ranks::{
     FakeNode, check_merged, json_files, merge, num, rank_env, read_json, write_app,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout {}\nstderr {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{serial, text};
 
 /// `mpirun -np N --oversubscribe` with the ranks' environment; as root too (CI).
 fn mpirun(node: &FakeNode, work: &std::path::Path, n: u32) -> Command {

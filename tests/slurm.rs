@@ -4,8 +4,6 @@
 //! `sbatch`, and two nodes simulated with UTS namespaces.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::Mutex;
 
 use joulerun_testkit::slurm::Cluster;
 
@@ -13,22 +11,7 @@ mod common;
 use common::ranks::{
     FakeNode, check_merged, json_files, merge, num, rank_env, read_json, write_app,
 };
-
-/// One cluster at a time, and the ranks burn CPU.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout {}\nstderr {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{serial, text};
 
 /// Fields drop in order: the cluster (its daemons stopped by the pids in their files)
 /// before the directory that holds those files.

@@ -48,19 +48,8 @@ pub fn render_rank(s: &Summary, title: &str) -> String {
     if status != 0 {
         k.add_row(vec!["exit status".to_string(), status.to_string()]);
     }
-    k.add_row(vec![
-        "joulerun overhead".to_string(),
-        format!(
-            "{} s CPU ({}% of one core)",
-            sig(s.overhead.cpu_s, 2),
-            sig(s.overhead.percent_of_one_core, 2)
-        ),
-    ]);
-    for line in k.to_string().lines() {
-        out.push(' ');
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    k.add_row(super::table::overhead_row(s));
+    super::table::push_indented(&mut out, &k.to_string());
     let note = l
         .measured_by
         .as_ref()
@@ -139,10 +128,6 @@ pub fn node_section(s: &Summary) -> String {
             col.set_cell_alignment(CellAlignment::Right);
         }
     }
-    for line in t.to_string().lines() {
-        out.push(' ');
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+    super::table::push_indented(&mut out, &t.to_string());
     out
 }

@@ -241,14 +241,7 @@ pub fn render(s: &Summary) -> String {
         };
         k.add_row(vec![what.to_string(), how]);
     }
-    k.add_row(vec![
-        "joulerun overhead".to_string(),
-        format!(
-            "{} s CPU ({}% of one core)",
-            sig(s.overhead.cpu_s, 2),
-            sig(s.overhead.percent_of_one_core, 2)
-        ),
-    ]);
+    k.add_row(overhead_row(s));
     push_indented(&mut out, &k.to_string());
 
     if let Some(r) = rep {
@@ -618,7 +611,20 @@ fn quoted_title(prefix: &str, cmd: &str) -> String {
     }
 }
 
-fn push_indented(out: &mut String, text: &str) {
+/// The "joulerun overhead" row of the report's key-value block (also a follower's).
+pub(super) fn overhead_row(s: &Summary) -> Vec<String> {
+    vec![
+        "joulerun overhead".to_string(),
+        format!(
+            "{} s CPU ({}% of one core)",
+            sig(s.overhead.cpu_s, 2),
+            sig(s.overhead.percent_of_one_core, 2)
+        ),
+    ]
+}
+
+/// A comfy-table's text, each line indented by one space, trailing spaces cut.
+pub(super) fn push_indented(out: &mut String, text: &str) {
     for line in text.lines() {
         out.push(' ');
         out.push_str(line.trim_end());

@@ -14,6 +14,14 @@ pub fn joulerun(root: &Path, state: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
     c.env("JOULERUN_SYSFS_ROOT", root)
         .env("XDG_STATE_HOME", state);
+    scrub(&mut c);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Removes every joulerun setting of the caller's environment from `c`, so a test sees
+/// only what it sets.
+pub fn scrub(c: &mut Command) {
     for var in [
         "JOULERUN_BASELINE",
         "JOULERUN_SOURCE",
@@ -30,8 +38,16 @@ pub fn joulerun(root: &Path, state: &Path) -> Command {
     ] {
         c.env_remove(var);
     }
-    c.stdin(Stdio::null());
-    c
+}
+
+/// A finished command's status and both outputs, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout {}\nstderr {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The JSON joulerun wrote on stdout, or a panic showing both of its outputs.

@@ -80,20 +80,7 @@ pub fn rank_env(c: &mut Command, root: &Path, runtime: &Path) {
         .env("JOULERUN_SYSFS_ROOT", root)
         .env("JOULERUN_RUNTIME_DIR", runtime)
         .env("XDG_STATE_HOME", runtime.join("state"));
-    for var in [
-        "JOULERUN_BASELINE",
-        "JOULERUN_SOURCE",
-        "JOULERUN_PRICE",
-        "JOULERUN_CURRENCY",
-        "JOULERUN_CPU_WATTS",
-        "JOULERUN_CARBON_INTENSITY",
-        "JOULERUN_REGION",
-        "JOULERUN_PUE",
-        "JOULERUN_NVML_LIB",
-        "CUDA_VISIBLE_DEVICES",
-    ] {
-        c.env_remove(var);
-    }
+    super::scrub(c);
 }
 
 /// The files in `dir` whose names start with `prefix` and end with `.json`, sorted.
