@@ -44,7 +44,8 @@
 //! * Clamping: `/proc/stat` counts busy time in 10 ms clock ticks per CPU, while the tree's
 //!   CPU time may come from cgroup `cpu.stat` in µs, so a tick can see `tree > busy`. The
 //!   share is then clamped to 1, and the excess CPU time is not carried into later ticks; it
-//!   is reported per socket as `clamped_cpu_s` so a report can say how much was cut.
+//!   is reported per socket as `clamped_cpu_s` so a report can say how much was cut. The
+//!   tree's time in a tick with `busy = 0` is cut the same way and counted there too.
 //!   Because both counters are cumulative, their quantisation errors do not grow with run
 //!   length: the loss is at most one clock tick per busy CPU per clamped tick.
 //! * A tick with `busy = 0` (nothing ran, at the resolution of `/proc/stat`) gives share 0;
@@ -262,9 +263,10 @@ pub struct SocketAttribution {
     pub tree_cpu_s: f64,
     /// All busy CPU time on this socket, s.
     pub busy_cpu_s: f64,
-    /// Tree CPU time beyond busy CPU time on clamped ticks (not used in shares), s.
+    /// Tree CPU time beyond busy CPU time on clamped ticks (not used in shares), s:
+    /// ticks with no busy time included.
     pub clamped_cpu_s: f64,
-    /// Ticks on which the tree's CPU time exceeded the busy CPU time.
+    /// Ticks on which the tree's CPU time exceeded the busy CPU time (0 included).
     pub clamped_ticks: u64,
     /// Ticks with no busy CPU time on this socket.
     pub zero_busy_ticks: u64,
@@ -704,7 +706,9 @@ impl Attributor {
             s.busy_cpu_s += busy;
             if busy <= 0.0 {
                 s.zero_busy_ticks += 1;
-            } else if tree > busy {
+            }
+            // A tick with no busy time gives the tree's time in it no energy either.
+            if tree > busy {
                 s.clamped_ticks += 1;
                 s.clamped_cpu_s += tree - busy;
             }
@@ -1111,7 +1115,31 @@ mod tests {
         assert_close!(s.total.command_static_j, 5.0 * 0.02 / 4.0);
         assert_eq!(s.share, 0.0);
         assert_eq!(s.per_socket[0].zero_busy_ticks, 2);
-        assert_eq!(s.per_socket[0].clamped_ticks, 0);
+        // The tree's 0.02 s was given no energy: clamped, like time beyond busy time.
+        assert_eq!(s.per_socket[0].clamped_ticks, 1);
+        assert_close!(s.per_socket[0].clamped_cpu_s, 0.02);
+    }
+
+    /// A run whose tree time arrived in its short last window, where the machine's busy
+    /// time was 0 (the `/proc` method found 1.2 s of reaped children a window late): that
+    /// time was given no energy, the share fell to a quarter of tree / busy, and the
+    /// report said nothing was clamped. It is clamped time, and warned about.
+    #[test]
+    fn tree_time_in_a_window_with_no_busy_time_is_clamped_and_warned_about() {
+        let domains = [dom(DomainKind::Estimate, None)];
+        let mut a = Attributor::new(&domains, &[0], &[2], &[None]);
+        a.tick(&tick(0.115, &[Some(0.8)], &[0.221], &[0.31], 0.0));
+        a.tick(&tick(0.985, &[Some(6.6)], &[0.395], &[1.93], 0.0));
+        a.tick(&tick(0.022, &[Some(0.03)], &[1.227], &[0.0], 0.0));
+        let s = a.summary();
+        assert!(s.share < 0.3, "{}", s.share);
+        assert_close!(s.per_socket[0].clamped_cpu_s, 1.227);
+        assert_eq!(s.per_socket[0].clamped_ticks, 1);
+        let w = clamped_warning(&s, Some(TrackMethod::Proc)).expect("a warning");
+        assert!(
+            w.starts_with("1.23 s of the command's 1.84 s CPU time (67%)"),
+            "{w}"
+        );
     }
 
     #[test]

@@ -376,7 +376,7 @@ impl TreeTracker {
                     .map(|b| sys::rusage_us(libc::RUSAGE_CHILDREN).saturating_sub(b))
                     .unwrap_or(0);
                 if let Some(d) = disc {
-                    d.tick(tree);
+                    d.read(tree);
                 }
                 let ns = tree.proc_ns() as f64 - tree.rusage_base_ns() as f64;
                 Some(ns / 1e9 + ru as f64 / 1e6)
@@ -406,9 +406,9 @@ impl TreeTracker {
                             self.pids.clear();
                             if let Some(d) = disc {
                                 self.pids.extend(
-                                    d.observed()
+                                    d.observed_pids()
                                         .iter()
-                                        .map(|s| s.pid)
+                                        .copied()
                                         .filter(|&p| tree.is_tracked(p)),
                                 );
                             }

@@ -19,7 +19,7 @@
 //! child then would lose its time for a read and bring it back later in one lump.
 //! Cutime growth pays pending time first; growth beyond it is the time of children
 //! that lived and were reaped between two reads, counted when it appears. Parents are
-//! read before their children (see [`Discovery::tick`]), so a child counted in a read
+//! read before their children (see [`Discovery::pass`]), so a child counted in a read
 //! cannot also be in the `cutime` read for its parent in that same read.
 
 use std::collections::{HashMap, HashSet};
@@ -107,6 +107,9 @@ pub struct ProcTree {
     candidates: Vec<PidStat>,
     accepted: Vec<bool>,
     vanished: Vec<(i32, Tracked)>,
+    /// The live tracked processes that vanished processes went into in the last
+    /// [`ProcTree::apply_observed`] (their time pending there).
+    vanished_into: Vec<i32>,
 }
 
 impl ProcTree {
@@ -144,6 +147,7 @@ impl ProcTree {
             candidates: Vec::new(),
             accepted: Vec::new(),
             vanished: Vec::new(),
+            vanished_into: Vec::new(),
         }
     }
 
@@ -250,15 +254,33 @@ impl ProcTree {
     /// gone) is pushed onto `reread`, parents before their children (by depth): read
     /// their `stat` in that order and pass them to [`ProcTree::apply_observed`].
     /// `unchanged` is scratch space.
+    #[cfg(test)]
     pub fn sort_out(
         &mut self,
+        clock: impl FnMut(i32) -> Option<u64>,
+        reread: &mut Vec<i32>,
+        unchanged: &mut Vec<i32>,
+    ) {
+        self.sort_out_among(clock, None, reread, unchanged);
+    }
+
+    /// [`ProcTree::sort_out`] of a settling pass (see [`Discovery::read`]): only the
+    /// processes in `among` (sorted) are checked; the others count as seen as they were
+    /// in the pass before, which read them or found them unchanged.
+    pub fn sort_out_among(
+        &mut self,
         mut clock: impl FnMut(i32) -> Option<u64>,
+        among: Option<&[i32]>,
         reread: &mut Vec<i32>,
         unchanged: &mut Vec<i32>,
     ) {
         reread.clear();
         unchanged.clear();
         for (&pid, t) in &self.tracked {
+            if among.is_some_and(|a| a.binary_search(&pid).is_err()) {
+                unchanged.push(pid);
+                continue;
+            }
             let still = t.clock.is_some() && clock(pid) == t.clock;
             let parent_ok =
                 t.ppid == self.self_pid || self.tracked.get(&t.ppid).is_some_and(|p| !p.zombie);
@@ -278,10 +300,44 @@ impl ProcTree {
     }
 
     /// Read `pid` in the next read whatever its clock says (its children have not all
-    /// been listed: see [`Discovery::tick`]).
+    /// been listed: see [`Discovery::pass`]).
     pub fn forget_clock(&mut self, pid: i32) {
         if let Some(t) = self.tracked.get_mut(&pid) {
             t.clock = None;
+        }
+    }
+
+    /// The live tracked processes that processes vanished in the last read went into.
+    pub fn vanished_into(&self) -> &[i32] {
+        &self.vanished_into
+    }
+
+    /// The parent of `pid` when both are tracked.
+    pub fn parent_of(&self, pid: i32) -> Option<i32> {
+        self.tracked
+            .get(&pid)
+            .map(|t| t.ppid)
+            .filter(|p| self.tracked.contains_key(p))
+    }
+
+    /// The tracked processes whose parent is one of `parents` (sorted), onto `out`.
+    pub fn children_of(&self, parents: &[i32], out: &mut Vec<i32>) {
+        out.extend(
+            self.tracked
+                .iter()
+                .filter(|(_, t)| parents.binary_search(&t.ppid).is_ok())
+                .map(|(p, _)| *p),
+        );
+    }
+
+    /// `pid`, counted as seen in the read under way by its clock, is gone after all: it
+    /// vanishes in this read.
+    pub fn unsee(&mut self, pid: i32) {
+        let cur = self.generation;
+        if let Some(t) = self.tracked.get_mut(&pid)
+            && t.seen == cur
+        {
+            t.seen = cur.wrapping_sub(1);
         }
     }
 
@@ -322,6 +378,7 @@ impl ProcTree {
         let cur = self.generation;
         self.candidates.clear();
         self.vanished.clear();
+        self.vanished_into.clear();
         for s in obs {
             let (total, cut) = (self.total_ns(s), self.cut_ns(s));
             let depth = self.depth_under(s.ppid);
@@ -400,6 +457,7 @@ impl ProcTree {
             let (_, v) = self.vanished[i];
             match self.dest_of(v.ppid) {
                 Dest::Parent(p) => {
+                    self.vanished_into.push(p);
                     if let Some(t) = self.tracked.get_mut(&p) {
                         // Its time stays counted, on the parent, until the parent's
                         // cutime takes it in.
@@ -511,6 +569,14 @@ enum Mode {
 
 const RECHECK_EVERY: u64 = 50;
 
+/// At most this many settling passes per read ([`Discovery::read`]).
+const SETTLE_PASSES: u32 = 3;
+
+/// A pass this long or longer that read something is followed by a settling pass: what
+/// the tree did meanwhile is then counted in this read (a millisecond of a few CPUs is
+/// well under the 10 ms clock tick of the machine's busy time).
+const SETTLE_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Walk mode: at most this many extra rounds per read for children forked while the
 /// read ran.
 const CATCH_UP_ROUNDS: u32 = 3;
@@ -536,6 +602,11 @@ pub struct Discovery {
     /// Multi-threaded processes read in this read whose other threads' `children` were
     /// not listed: they are read again next time whatever their clock.
     unlisted: Vec<i32>,
+    /// The processes whose `stat` some pass of the last read read (sorted, once each).
+    observed_pids: Vec<i32>,
+    /// The processes a settling pass checks, and the processes the pass before read.
+    among: Vec<i32>,
+    parents: Vec<i32>,
     counts: ReadCounts,
 }
 
@@ -583,6 +654,9 @@ impl Discovery {
             scratch: Vec::new(),
             dead: Vec::new(),
             unlisted: Vec::new(),
+            observed_pids: Vec::new(),
+            among: Vec::new(),
+            parents: Vec::new(),
             counts: ReadCounts::default(),
         })
     }
@@ -602,16 +676,75 @@ impl Discovery {
         self.counts
     }
 
-    /// The processes whose `stat` the last read read (those that ran since the read
-    /// before, and new ones); the others have not run since.
-    pub fn observed(&self) -> &[PidStat] {
-        &self.obs
+    /// The processes whose `stat` the last read read, in any of its passes (those that
+    /// ran since the read before, and new ones), sorted; the others have not run since.
+    pub fn observed_pids(&self) -> &[i32] {
+        &self.observed_pids
     }
 
-    /// One read of the tree: find what changed, refresh it, find new members, and
+    /// One read of the tree: a pass over every tracked process ([`Discovery::pass`]),
+    /// then, while the last pass saw the tree change under it, up to `SETTLE_PASSES`
+    /// settling passes over the processes it read, their tracked children and parents.
+    ///
+    /// A pass reads a parent's `stat` before its children, and the machine's busy time
+    /// is read after the whole read, so what the tree does while a pass runs is in the
+    /// busy time of this probe window but not in the tree's: a child listed by its
+    /// parent and reaped before its own `stat` could be read goes into the parent's
+    /// `cutime`, already read, and a process read early in a long pass (a shell forking
+    /// thousands of children) keeps running. Left there, that time is found by the next
+    /// read, in the next window, where it can exceed that window's busy time (the last
+    /// window of a run, after the command exited, is often a few ms long) and be given
+    /// no energy. A settling pass reads those processes again: their time is then in
+    /// this window. It runs when the pass before found a listed child gone, or took
+    /// `SETTLE_AFTER` or longer with something to read, or when a tracked process
+    /// vanished in it (its time is pending on the parent that reaped it, whose clock may
+    /// have been checked before it did: that parent is checked again, and its `cutime`
+    /// growth, children the pass could not read included, counts now); it checks only the processes
+    /// that pass read, their tracked children (a reaped child must be found gone, so
+    /// that its parent's `cutime` growth pays for it rather than count it twice) and
+    /// their tracked parents (one that reaped a process of the pass has its time in its
+    /// `cutime`), so a tree of sleepers never has one and a big tree with a few busy
+    /// processes has a cheap one.
+    pub fn read(&mut self, tree: &mut ProcTree) {
+        self.observed_pids.clear();
+        let mut among = std::mem::take(&mut self.among);
+        let mut settling = false;
+        for _ in 0..=SETTLE_PASSES {
+            let t0 = std::time::Instant::now();
+            let gone = self.pass(tree, settling.then_some(among.as_slice()));
+            let slow = t0.elapsed() >= SETTLE_AFTER;
+            self.observed_pids.extend(self.obs.iter().map(|s| s.pid));
+            let into = tree.vanished_into();
+            if (self.obs.is_empty() || !(gone > 0 || slow)) && into.is_empty() {
+                break;
+            }
+            self.parents.clear();
+            self.parents.extend(self.obs.iter().map(|s| s.pid));
+            self.parents.sort_unstable();
+            among.clear();
+            among.extend_from_slice(&self.parents);
+            tree.children_of(&self.parents, &mut among);
+            among.extend(self.parents.iter().filter_map(|&p| tree.parent_of(p)));
+            among.extend_from_slice(tree.vanished_into());
+            among.sort_unstable();
+            among.dedup();
+            settling = true;
+        }
+        self.among = among;
+        self.observed_pids.sort_unstable();
+        self.observed_pids.dedup();
+    }
+
+    /// One full pass ([`Discovery::pass`]) with no settling pass.
+    #[cfg(test)]
+    pub fn tick(&mut self, tree: &mut ProcTree) {
+        self.pass(tree, None);
+    }
+
+    /// One pass of a read: find what changed, refresh it, find new members, and
     /// settle the vanished ones.
     ///
-    /// First the CPU clock of every tracked process ([`ProcTree::sort_out`]): one
+    /// First the CPU clock of every tracked process ([`ProcTree::sort_out_among`]): one
     /// system call each, no file. Only the processes whose clock moved (they ran, so
     /// they may have forked, reaped or exited), are gone, or whose parent is gone have
     /// their `stat` read and, with `children` files, their `children` listed; a
@@ -628,17 +761,23 @@ impl Discovery {
     /// can take tens of ms) are then counted in this tick, whose busy time (read after
     /// the tree) holds their CPU time, not in the next. Scan mode reads `/proc` in pid
     /// order, which is parent first unless pids wrapped around.
-    pub fn tick(&mut self, tree: &mut ProcTree) {
+    ///
+    /// A settling pass (see [`Discovery::read`]) checks only the processes in `among`
+    /// (sorted). Returns how many children the pass listed that were gone before their
+    /// `stat` could be read.
+    fn pass(&mut self, tree: &mut ProcTree, among: Option<&[i32]>) -> u32 {
+        let mut gone = 0;
         self.reads += 1;
         self.obs.clear();
         let dir = self.proc_fd.as_raw_fd();
         tree.begin();
         let counts = &mut self.counts;
-        tree.sort_out(
+        tree.sort_out_among(
             |pid| {
                 counts.clocks += 1;
                 sys::process_cpu_ns(pid)
             },
+            among,
             &mut self.reread,
             &mut self.scratch,
         );
@@ -710,6 +849,10 @@ impl Discovery {
                         continue;
                     }
                     let Some(s) = read_counted(dir, pid, &mut self.counts) else {
+                        // Listed, and gone before it could be read: reaped meanwhile.
+                        if !tree.is_tracked(pid) {
+                            gone += 1;
+                        }
                         continue;
                     };
                     self.obs.push(s);
@@ -767,7 +910,7 @@ impl Discovery {
                     if listed.is_err() {
                         // /proc unreadable this time: skip the read rather than declare
                         // every process vanished.
-                        return;
+                        return 0;
                     }
                     for &pid in pids.iter() {
                         if pid == self.self_pid || tree.seen_now(pid) {
@@ -804,9 +947,10 @@ impl Discovery {
                 }
             }
         }
+        gone
     }
 
-    fn settle_reparented(&mut self, tree: &ProcTree, dir: i32) {
+    fn settle_reparented(&mut self, tree: &mut ProcTree, dir: i32) {
         let Discovery {
             obs,
             reread,
@@ -819,10 +963,15 @@ impl Discovery {
     }
 }
 
-/// Read the unchanged children of the processes that exited or vanished in this read
-/// (they were reparented; see [`ProcTree::unchanged_children_of`]) into `obs`.
+/// Check again the processes found unchanged by their clock whose parent's `stat` was
+/// read in this pass: the parent may have reaped one between its clock check and the
+/// parent's read, and its time is then in the `cutime` just read: found gone now, it
+/// vanishes in this read (pending on the parent, whose `cutime` growth pays for it)
+/// instead of being counted twice. Then read the unchanged children of the processes
+/// that exited or vanished in this read (they were reparented; see
+/// [`ProcTree::unchanged_children_of`]) into `obs`.
 fn settle_reparented(
-    tree: &ProcTree,
+    tree: &mut ProcTree,
     dir: i32,
     obs: &mut Vec<PidStat>,
     reread: &[i32],
@@ -832,6 +981,16 @@ fn settle_reparented(
 ) {
     if reread.is_empty() {
         return;
+    }
+    scratch.clear();
+    scratch.extend(obs.iter().map(|s| s.pid));
+    scratch.sort_unstable();
+    tree.unchanged_children_of(scratch, dead);
+    for &pid in dead.iter() {
+        counts.clocks += 1;
+        if sys::process_cpu_ns(pid).is_none() {
+            tree.unsee(pid);
+        }
     }
     dead.clear();
     dead.extend(
@@ -1114,6 +1273,67 @@ mod tests {
         // Its time moved into 10's cutime, which 10 (not run since) has not read yet:
         // it stays counted, pending on 10.
         assert_eq!(t.proc_ns(), (5 + 5 + 2 + 2) * ms);
+    }
+
+    /// A settling pass checks only the processes the pass before read and their tracked
+    /// children: a parent that reaped a child listed in that pass before the child could
+    /// be read is read again, and the child's time, in its `cutime`, counts in this read
+    /// (not the next, a probe window late); a zombie it reaped meanwhile is found gone,
+    /// so that its time is not counted twice.
+    #[test]
+    fn a_settling_pass_counts_children_reaped_while_the_read_ran() {
+        let ms = 1_000_000;
+        let tk = tick_ns();
+        let mut t = ProcTree::spawned(ME, true);
+        let (mut re, mut scratch) = (Vec::new(), Vec::new());
+        t.apply(
+            &[
+                clocked(10, ME, 1, 5 * ms),
+                zombie(clocked(20, 10, 2, tk)),
+                clocked(40, ME, 4, ms),
+            ],
+            |_| {},
+        );
+        assert_eq!(t.proc_ns(), 6 * ms + tk);
+        // The pass: 10 ran (it forked 30, which ran 2 ticks and exited, and was reaped
+        // with 20 before 30's stat could be read: it is not in the observations).
+        t.begin();
+        let clock = |z: Option<u64>| {
+            move |p: i32| match p {
+                10 => Some(7 * ms),
+                20 => z,
+                _ => Some(ms),
+            }
+        };
+        t.sort_out(clock(Some(tk)), &mut re, &mut scratch);
+        assert_eq!(re, vec![10]);
+        t.apply_observed(&[clocked(10, ME, 1, 6 * ms)], |_| {});
+        assert_eq!(t.proc_ns(), 7 * ms + tk);
+        // The settling pass: 10 and its tracked child 20; 40 is not checked.
+        let mut among = vec![10];
+        t.children_of(&[10], &mut among);
+        among.sort_unstable();
+        assert_eq!(among, vec![10, 20]);
+        t.begin();
+        let mut checked = Vec::new();
+        t.sort_out_among(
+            |p| {
+                checked.push(p);
+                clock(None)(p)
+            },
+            Some(&among),
+            &mut re,
+            &mut scratch,
+        );
+        checked.sort_unstable();
+        assert_eq!(checked, vec![10, 20]);
+        re.sort_unstable();
+        assert_eq!(re, vec![10, 20]);
+        assert!(t.seen_now(40));
+        t.apply_observed(&[with_cutime(clocked(10, ME, 1, 7 * ms), 3)], |_| {});
+        assert!(!t.is_tracked(20) && t.is_tracked(40));
+        // 20's tick moved into 10's cutime; 30's two ticks count now, once.
+        assert_eq!(t.proc_ns(), 8 * ms + 3 * tk);
     }
 
     #[test]
