@@ -3,8 +3,6 @@
 //! reading a discharge, firmware steps, AC power at open and mid-run, peripheral batteries,
 //! failures, permissions, FIFOs, and no allocation on steady reads.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -23,53 +21,8 @@ use joulerun_testkit::fakebattery::{FakePowerSupply, Supply};
 use joulerun_testkit::fakehw::{CounterDriver, DrivenCounter};
 use joulerun_testkit::fakehwmon::mkfifo;
 
-// ---------------------------------------------------------------------------------------
-// Allocation counting, per thread (this test binary only).
-// ---------------------------------------------------------------------------------------
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCS.with(Cell::get);
-    f();
-    ALLOCS.with(Cell::get) - before
-}
-
-// ---------------------------------------------------------------------------------------
+mod alloc_count;
+use alloc_count::allocations_in;
 
 fn ctx(root: &Path) -> OpenContext {
     OpenContext::for_root(SysRoot::new(root))
