@@ -654,42 +654,31 @@ mod tests {
 
     #[test]
     fn the_real_tools_messages_without_a_bmc_are_classified() {
-        let f = |name: &str| {
-            std::fs::read_to_string(
-                Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("tests/fixtures/ipmi")
-                    .join(name),
-            )
-            .unwrap()
-        };
-        assert_eq!(
-            classify_failure(&f("ipmitool-1.8.19-no-device.stderr")),
-            LinkClass::NoDevice
-        );
-        assert_eq!(
-            classify_failure(&f("freeipmi-1.6.10-no-device.stderr")),
-            LinkClass::NoDevice
-        );
-        assert_eq!(
-            classify_failure(&f("freeipmi-1.6.10-not-root.stderr")),
-            LinkClass::Permission
-        );
-        assert_eq!(
-            classify_failure(&f("ipmitool-1.8.19-lanplus-unreachable.stderr")),
-            LinkClass::Unanswered
-        );
-        assert_eq!(
-            classify_failure(&f("ipmitool-1.8.19-not-an-ipmi-device.stderr")),
-            LinkClass::Other
-        );
-        assert_eq!(
-            classify_failure(&f("ipmitool-1.8.19-invalid-command.stderr")),
-            LinkClass::Unsupported
-        );
-        assert_eq!(
-            classify_failure(&f("freeipmi-1.6.10-invalid-command.stderr")),
-            LinkClass::Unsupported
-        );
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ipmi");
+        for (name, class) in [
+            ("ipmitool-1.8.19-no-device.stderr", LinkClass::NoDevice),
+            ("freeipmi-1.6.10-no-device.stderr", LinkClass::NoDevice),
+            ("freeipmi-1.6.10-not-root.stderr", LinkClass::Permission),
+            (
+                "ipmitool-1.8.19-lanplus-unreachable.stderr",
+                LinkClass::Unanswered,
+            ),
+            (
+                "ipmitool-1.8.19-not-an-ipmi-device.stderr",
+                LinkClass::Other,
+            ),
+            (
+                "ipmitool-1.8.19-invalid-command.stderr",
+                LinkClass::Unsupported,
+            ),
+            (
+                "freeipmi-1.6.10-invalid-command.stderr",
+                LinkClass::Unsupported,
+            ),
+        ] {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(classify_failure(&text), class, "{name}");
+        }
     }
 
     #[test]
