@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{OnePackage as Machine, burn, json, serial};
+use common::{OnePackage as Machine, burn, json, ok_json, serial};
 
 fn f(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
@@ -39,13 +39,7 @@ fn a_cpu_burning_command_gets_nearly_all_the_dynamic_energy() {
             .args(["--json", "-", "--", "sh", "-c", &burn(1.0)])
             .output()
             .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let j = json(&o);
+        let j = ok_json(&o);
         let a = &j["attribution"];
         assert_eq!(a["method"], "cgroup");
         assert_eq!(a["baseline_used"], false);
@@ -213,13 +207,7 @@ fn two_thousand_children_reaped_late_get_the_same_share_with_both_methods() {
             .args(["sh", "-c", script])
             .output()
             .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let j = json(&o);
+        let j = ok_json(&o);
         let a = &j["attribution"];
         assert_eq!(a["method"], track);
         let text = std::fs::read_to_string(&times).unwrap();
@@ -314,13 +302,7 @@ fn a_burner_among_a_thousand_sleepers_keeps_its_share_with_proc_tracking() {
             .args(["--track", "proc", "--json", "-", "--", "sh", "-c", &script])
             .output()
             .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let j = json(&o);
+        let j = ok_json(&o);
         let a = &j["attribution"];
         assert_eq!(a["method"], "proc");
         let (tree, busy, own) = (
@@ -426,13 +408,7 @@ fn attach_to_a_running_process_with_p() {
     let pid = target.id().to_string();
     let o = m.bin().args(["-p", &pid, "--json", "-"]).output().unwrap();
     let _ = target.wait();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     assert_eq!(j["mode"], "pid");
     assert_eq!(j["attribution"]["method"], "proc");
     assert!(
@@ -481,13 +457,7 @@ fn all_mode_measures_the_machine_without_attribution() {
     )
     .unwrap();
     let o = child.wait_with_output().unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     assert!(f(&j["elapsed_s"]) >= 0.3);
     assert!(
         (f(&j["total"]["avg_power_w"]) - 20.0).abs() < 0.5,
@@ -540,13 +510,7 @@ fn basepower_round_trip_then_a_run_splits_static_and_dynamic() {
         .args(["--json", "-", "--", "sh", "-c", &burn(0.8)])
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     let a = &j["attribution"];
     assert_eq!(a["baseline_used"], true);
     assert_eq!(a["baseline"]["used"], true);

@@ -14,7 +14,7 @@ use joulerun_testkit::fakehw::{
 };
 
 mod common;
-use common::json;
+use common::{json, ok_json};
 
 fn bin(root: &Path) -> Command {
     common::joulerun(root, &root.join("state"))
@@ -77,13 +77,7 @@ fn powercap_energy_matches_the_truth_within_one_percent_across_a_wrap() {
         .args(["--", "sleep", "1.5"])
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     let el = j["elapsed_s"].as_f64().unwrap();
     assert!(el >= 1.5, "{el}");
     assert_eq!(j["sources"][0], "powercap");
@@ -170,13 +164,7 @@ fn msr_energy_through_the_binary_with_a_32_bit_wrap() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     let el = j["elapsed_s"].as_f64().unwrap();
     let p = domain(&j, "package-0");
     assert_eq!(p["source"], "msr");
@@ -216,13 +204,7 @@ fn a_counter_that_vanishes_mid_run_is_reported_never_counted_as_zero_watts() {
         .args(["-i", "20", "--json", "-", "--", "sh", "-c", &script])
         .output()
         .unwrap();
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     let p1 = domain(&j, "package-1");
     assert!(p1["failed_reads"].as_u64().unwrap() >= 5, "{p1}");
     let err = p1["first_error"].as_str().unwrap();
@@ -299,13 +281,7 @@ fn run_unprivileged(root: &Path, args: &[&str]) -> Output {
 fn root_only_powercap_auto_falls_back_to_the_estimate_with_the_reason() {
     let t = tempfile::tempdir().unwrap();
     let o = run_unprivileged(t.path(), &["--json", "-", "--", "true"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     assert_eq!(j["estimated"], true);
     assert_eq!(j["sources"][0], "estimate");
     let e = String::from_utf8_lossy(&o.stderr);
@@ -358,13 +334,7 @@ fn root_only_powercap_with_source_powercap_fails_before_the_command_starts() {
 fn list_gives_each_permission_failure_its_own_reason_and_fix() {
     let t = tempfile::tempdir().unwrap();
     let o = run_unprivileged(t.path(), &["list", "--json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let j = json(&o);
+    let j = ok_json(&o);
     let iface = |name: &str| {
         j["interfaces"]
             .as_array()

@@ -28,11 +28,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn ok_json(o: &Output) -> Value {
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
-    common::json(o)
-}
-
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
@@ -145,7 +140,7 @@ fn the_energy_counter_path_measures_each_gpu_with_its_method_and_peak() {
         &["--json", "-", "--", "sleep", "1"],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let d = domain(&j, "gpu-0");
     assert_eq!(d["source"], "nvml");
     assert_eq!(d["kind"], "gpu");
@@ -209,7 +204,7 @@ fn the_power_only_path_integrates_power_over_time_and_the_csv_has_gpu_rows() {
         ],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let g = gpu(&j, "gpu-0");
     assert_eq!(g["method"], "power (integrated)");
     assert_eq!(g["resolution_s"], 1.0);
@@ -259,7 +254,7 @@ fn cuda_visible_devices_selects_the_gpus_the_command_can_use() {
         &["--json", "-", "--", "sleep", "0.3"],
         &[("CUDA_VISIBLE_DEVICES", "GPU-00000001")],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     assert_eq!(names(&j), ["gpu-1"]);
     assert_eq!(domain(&j, "gpu-1")["device"]["uuid"], uuid(1));
     // By index, with an invalid entry that hides itself and the rest (as CUDA does).
@@ -270,7 +265,7 @@ fn cuda_visible_devices_selects_the_gpus_the_command_can_use() {
         &["--json", "-", "--", "sleep", "0.3"],
         &[("CUDA_VISIBLE_DEVICES", "0,7,1")],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     assert_eq!(names(&j), ["gpu-0"]);
     assert!(
         stderr(&o).contains("index 7 is out of range"),
@@ -285,7 +280,7 @@ fn cuda_visible_devices_selects_the_gpus_the_command_can_use() {
         &["--gpus", "all", "--json", "-", "--", "sleep", "0.3"],
         &[("CUDA_VISIBLE_DEVICES", "1")],
     );
-    assert_eq!(names(&ok_json(&o)), ["gpu-0", "gpu-1"]);
+    assert_eq!(names(&common::ok_json(&o)), ["gpu-0", "gpu-1"]);
     // None visible: no GPU measured, said in the report.
     let o = run(
         t.path(),
@@ -294,7 +289,7 @@ fn cuda_visible_devices_selects_the_gpus_the_command_can_use() {
         &["--json", "-", "--", "true"],
         &[("CUDA_VISIBLE_DEVICES", "")],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     assert!(names(&j).is_empty());
     let cat = j["categories"]
         .as_array()
@@ -331,7 +326,7 @@ fn the_command_gets_its_sm_share_of_a_gpu_shared_with_another_process() {
     args.extend(announcing(&s, &with_cmd, 1.5));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = run(t.path(), &fakenvml::lib(), &s, &args, &[]);
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let (share, secs) = share_by(&j, "gpu-0", "sm_utilisation");
     assert!(close(share, 0.75, 0.03), "share {share} over {secs} s: {j}");
     assert!(secs > 1.0, "{secs}");
@@ -363,7 +358,7 @@ fn without_utilisation_samples_the_gpu_is_split_equally_among_compute_processes(
         args.extend(announcing(&s, &with_cmd, 1.0));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = run(t.path(), &lib, &s, &args, &[]);
-        let j = ok_json(&o);
+        let j = common::ok_json(&o);
         let (share, secs) = share_by(&j, "gpu-0", "equal_split");
         assert!(
             close(share, 0.5, 0.02),
@@ -381,10 +376,10 @@ fn without_utilisation_samples_the_gpu_is_split_equally_among_compute_processes(
     let mut args = vec!["--json".to_string(), "-".into(), "--".into()];
     args.extend(announcing(&s, &with_cmd, 0.8));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let j = ok_json(&run(t.path(), &lib, &s, &args, &[]));
+    let j = common::ok_json(&run(t.path(), &lib, &s, &args, &[]));
     assert_eq!(share_by(&j, "gpu-0", "alone").0, 1.0);
     let s = Script::new(t.path(), &gpu_line(0, "NVIDIA A100", true, 100.0));
-    let j = ok_json(&run(
+    let j = common::ok_json(&run(
         t.path(),
         &lib,
         &s,
@@ -420,7 +415,7 @@ fn a_gpu_lost_mid_run_keeps_its_energy_is_partial_and_the_rest_goes_on() {
         ],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let lost = domain(&j, "gpu-0");
     assert!(f(&lost["gone_at_s"]) < 1.0, "{lost}");
     // About 4 read periods of 200 W were measured before it went.
@@ -480,7 +475,7 @@ fn a_missing_or_failing_library_leaves_gpus_out_and_list_says_why() {
         );
         let mut c = common::joulerun(t.path(), &t.path().join("state"));
         let o = c.args(["--json", "-", "--", "true"]).output().unwrap();
-        let j = ok_json(&o);
+        let j = common::ok_json(&o);
         assert!(
             !j["domains"]
                 .as_array()
@@ -532,7 +527,7 @@ fn a_missing_or_failing_library_leaves_gpus_out_and_list_says_why() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains(says), "{code}: {out}");
         let o = run(t.path(), &lib, &s, &["--json", "-", "--", "true"], &[]);
-        let j = ok_json(&o);
+        let j = common::ok_json(&o);
         assert!(
             !j["domains"]
                 .as_array()
@@ -554,7 +549,7 @@ fn an_old_library_without_the_energy_counter_symbol_falls_back_to_power() {
         &["--json", "-", "--", "sleep", "0.6"],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let g = gpu(&j, "gpu-0");
     assert_eq!(g["method"], "power (integrated)", "{g}");
     assert!(close(f(&domain(&j, "gpu-0")["avg_power_w"]), 120.0, 0.05));
@@ -576,7 +571,7 @@ fn a_run_shorter_than_the_counter_period_is_flagged_not_shown_as_exact() {
         &["--json", "-", "--", "true"],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     assert!(f(&j["elapsed_s"]) < 0.2, "{}", j["elapsed_s"]);
     let g = gpu(&j, "gpu-0");
     assert_eq!(g["resolved"], false, "{g}");
@@ -624,7 +619,7 @@ fn basepower_calibrates_each_gpus_idle_power_without_compute_processes() {
         ],
         &[],
     );
-    let j = ok_json(&o);
+    let j = common::ok_json(&o);
     let a = attributed(&j, "gpu-0");
     assert!(close(f(&a["baseline_w"]), 60.0, 0.02), "{a}");
     let (st, dy) = (f(&a["static_j"]), f(&a["dynamic_j"]));

@@ -61,6 +61,12 @@ pub fn json(o: &Output) -> serde_json::Value {
     })
 }
 
+/// The JSON of a joulerun that exited 0, or a panic showing its status and outputs.
+pub fn ok_json(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", text(o));
+    json(o)
+}
+
 /// Tests that read the whole machine's CPU time (shares, timed workloads) run one at a
 /// time within their test binary.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
