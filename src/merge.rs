@@ -1008,6 +1008,11 @@ fn opt_j(x: Option<f64>) -> String {
     x.map_or("-".to_string(), fmt_joules)
 }
 
+/// " (estimated)" after a figure of a node whose energy is an estimate.
+fn node_est(n: &MergedNode) -> &'static str {
+    if n.estimated { " (estimated)" } else { "" }
+}
+
 /// The report for people.
 pub fn render(m: &Merged) -> String {
     use comfy_table::{CellAlignment, Table, presets};
@@ -1038,6 +1043,17 @@ pub fn render(m: &Merged) -> String {
             crate::text::escape_line(&crate::plan::shell_words(&argv))
         );
     }
+    if m.total.estimated {
+        let which = if m.nodes.iter().all(|n| n.estimated) {
+            "no energy counter could be read on any node"
+        } else {
+            "no energy counter could be read on some nodes"
+        };
+        let _ = writeln!(
+            out,
+            "\n ESTIMATED: {which}; the figures marked (estimated)\n come from a CPU-utilisation power model, not a measurement (`joulerun list` there says why)."
+        );
+    }
     out.push('\n');
     let mut t = Table::new();
     t.load_style(presets::NOTHING);
@@ -1061,13 +1077,11 @@ pub fn render(m: &Merged) -> String {
             crate::text::escape_line(&n.hostname).into_owned(),
             crate::text::escape_line(&devices.join(", ")).into_owned(),
             n.sources.join(", "),
-            format!(
-                "{}{}",
-                fmt_joules(n.energy_j),
-                if n.estimated { " (estimated)" } else { "" }
-            ),
+            format!("{}{}", fmt_joules(n.energy_j), node_est(n)),
             match (n.job_j, n.job_share) {
-                (Some(j), Some(s)) => format!("{} ({}%)", fmt_joules(j), sig(100.0 * s, 3)),
+                (Some(j), Some(s)) => {
+                    format!("{}{} ({}%)", fmt_joules(j), node_est(n), sig(100.0 * s, 3))
+                }
                 _ => "-".to_string(),
             },
             ranges(&ranks),
@@ -1079,7 +1093,7 @@ pub fn render(m: &Merged) -> String {
         String::new(),
         format!("{}{est}", fmt_joules(m.total.energy_j)),
         match (m.total.job_j, m.total.job_share) {
-            (Some(j), Some(s)) => format!("{} ({}%)", fmt_joules(j), sig(100.0 * s, 3)),
+            (Some(j), Some(s)) => format!("{}{est} ({}%)", fmt_joules(j), sig(100.0 * s, 3)),
             _ => "-".to_string(),
         },
         String::new(),
@@ -1101,7 +1115,7 @@ pub fn render(m: &Merged) -> String {
             "{}{est}{}",
             fmt_kwh(m.total.energy_j),
             m.total.job_j.map_or(String::new(), |j| format!(
-                ", the job's share {}",
+                ", the job's share {}{est}",
                 fmt_kwh(j)
             ))
         ),
@@ -1114,7 +1128,7 @@ pub fn render(m: &Merged) -> String {
                 "{}{est}{}",
                 fmt_money(c, &cur),
                 m.total.job_cost.map_or(String::new(), |j| format!(
-                    ", the job's share {}",
+                    ", the job's share {}{est}",
                     fmt_money(j, &cur)
                 ))
             ),
@@ -1126,7 +1140,7 @@ pub fn render(m: &Merged) -> String {
             "{}{est}{}",
             crate::carbon::fmt_grams(m.total.g_co2e),
             m.total.job_g_co2e.map_or(String::new(), |g| format!(
-                ", the job's share {}",
+                ", the job's share {}{est}",
                 crate::carbon::fmt_grams(g)
             ))
         ),
@@ -1154,7 +1168,14 @@ pub fn render(m: &Merged) -> String {
             x.cpu_s
                 .map_or("-".to_string(), |c| format!("{} s", sig(c, 3))),
             if x.measured {
-                opt_j(x.job_j)
+                let estimated = m
+                    .nodes
+                    .iter()
+                    .any(|n| n.estimated && x.node.as_deref() == Some(n.hostname.as_str()));
+                match x.job_j {
+                    Some(_) if estimated => format!("{} (estimated)", opt_j(x.job_j)),
+                    _ => opt_j(x.job_j),
+                }
             } else {
                 "not measured".to_string()
             },

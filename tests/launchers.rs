@@ -15,19 +15,13 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Start `n` ranks of job `job` on one fake node, as srun would (`SLURM_*`), each
+/// Start `n` ranks of job `job` on one fake node (its sysfs under `root`), as srun would (`SLURM_*`), each
 /// running `joulerun --json out-%j-%n-%r.json -o out-%j-%n-%r.txt -- ./app`, and wait.
-fn run_ranks(
-    dir: &Path,
-    node: &FakeNode,
-    job: &str,
-    n: u32,
-    extra: &[(&str, &str)],
-) -> Vec<Output> {
+fn run_ranks(dir: &Path, root: &Path, job: &str, n: u32, extra: &[(&str, &str)]) -> Vec<Output> {
     let children: Vec<_> = (0..n)
         .map(|r| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_joulerun"));
-            rank_env(&mut c, node.root(), &dir.join("run"));
+            rank_env(&mut c, root, &dir.join("run"));
             c.current_dir(dir)
                 .env("SLURM_JOB_ID", job)
                 .env("SLURM_STEP_ID", "0")
@@ -71,7 +65,7 @@ fn the_ranks_of_a_node_measure_it_once_and_their_shares_add_up() {
     let _s = serial();
     let node = FakeNode::new(20.0);
     let (_t, dir) = setup();
-    let outs = run_ranks(&dir, &node, "4242", 3, &[("APP_EXIT_2", "3")]);
+    let outs = run_ranks(&dir, node.root(), "4242", 3, &[("APP_EXIT_2", "3")]);
     // Each joulerun exits with its own command's status.
     let codes: Vec<Option<i32>> = outs.iter().map(|o| o.status.code()).collect();
     assert_eq!(
@@ -307,7 +301,7 @@ fn merge_on_bad_input_says_what_failed_and_counts_nothing_twice() {
     let _s = serial();
     let node = FakeNode::new(20.0);
     let (_t, dir) = setup();
-    for o in run_ranks(&dir, &node, "500", 3, &[]) {
+    for o in run_ranks(&dir, node.root(), "500", 3, &[]) {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     let files = json_files(&dir, "out-500-");
@@ -433,7 +427,7 @@ fn merge_on_bad_input_says_what_failed_and_counts_nothing_twice() {
 
     // Two runs claiming one job's ranks (the job id reused): refused.
     let (_t2, dir2) = setup();
-    for o in run_ranks(&dir2, &node, "500", 3, &[]) {
+    for o in run_ranks(&dir2, node.root(), "500", 3, &[]) {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     let again = json_files(&dir2, "out-500-");
@@ -461,7 +455,7 @@ fn merge_on_bad_input_says_what_failed_and_counts_nothing_twice() {
 
     // Two jobs: refused unless --force; with it, both counted once each.
     let (_t3, dir3) = setup();
-    for o in run_ranks(&dir3, &node, "501", 2, &[]) {
+    for o in run_ranks(&dir3, node.root(), "501", 2, &[]) {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     let other = json_files(&dir3, "out-501-");
@@ -645,7 +639,7 @@ fn ranks_that_each_measured_their_node_count_it_once() {
     let open = dir.join("run").join(format!("joulerun-{uid}"));
     std::fs::create_dir_all(&open).unwrap();
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    for o in run_ranks(&dir, &node, "700", 3, &[]) {
+    for o in run_ranks(&dir, node.root(), "700", 3, &[]) {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     }
     let files = json_files(&dir, "out-700-");
@@ -698,4 +692,49 @@ fn ranks_that_each_measured_their_node_count_it_once() {
         m["warnings"]
     );
     assert_eq!(m["ranks"].as_array().unwrap().len(), 3);
+}
+
+/// A job on a node without energy counters: the merged report says it is an estimate in a
+/// banner and beside every energy, cost and CO2e figure, the ranks' included.
+#[test]
+fn a_merged_job_of_estimated_nodes_labels_every_figure_an_estimate() {
+    let _s = serial();
+    let bare = tempfile::tempdir().unwrap();
+    joulerun_testkit::fakehw::write_topology(bare.path(), &[0, 0]).unwrap();
+    let (_t, dir) = setup();
+    // The ranks read this node's sysfs: a topology and no counter.
+    let outs = run_ranks(&dir, bare.path(), "77", 2, &[]);
+    for o in &outs {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    }
+    let files = json_files(&dir, "out-77-");
+    assert_eq!(files.len(), 2, "{files:?}");
+    let report = dir.join("job.txt");
+    let o = merge(&files, &["-o", report.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["total"]["estimated"], true, "{m}");
+    let text = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        text.contains(" ESTIMATED: no energy counter could be read on any node"),
+        "{text}"
+    );
+    let figures = [" J", " mWh", " Wh", " kWh", " EUR", " g"];
+    let mut checked = 0;
+    for line in text.lines() {
+        let has_figure = figures.iter().any(|u| {
+            line.match_indices(u).any(|(i, _)| {
+                line[..i].ends_with(|c: char| c.is_ascii_digit())
+                    && !line[i + u.len()..].starts_with(|c: char| c.is_alphanumeric())
+            })
+        });
+        if has_figure && !line.starts_with(" warning:") {
+            checked += 1;
+            assert!(
+                line.contains("(estimated)"),
+                "not labelled: {line:?}\n{text}"
+            );
+        }
+    }
+    assert!(checked >= 6, "only {checked} lines with figures:\n{text}");
 }
